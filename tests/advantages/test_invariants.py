@@ -1,0 +1,193 @@
+"""Invariants every registered estimator must satisfy (parameterized over REGISTRY)."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+import numpy as np
+
+from jaxrl_group import advantages as A
+from tests.advantages import inputs
+
+# Factories whose arguments have no defaults.
+KWARGS = {"clip": dict(max_abs=1.0)}
+NAMES = sorted(A.REGISTRY)
+
+
+def build(name):
+  return A.get(name, **KWARGS.get(name, {}))
+
+
+def run(name, r, mask, ctx, tx=None):
+  tx = tx or build(name)
+  state = tx.init(r)
+  return tx.update(r, state, mask_BxG=mask, **ctx)
+
+
+def named(fn):
+  return parameterized.named_parameters((n, n) for n in NAMES)(fn)
+
+
+class RegistryInvariantsTest(parameterized.TestCase):
+
+  @named
+  def test_shape_dtype_finite_and_masked_zero(self, name):
+    rng = np.random.default_rng(0)
+    r, mask = inputs.edge_case_batch(name, rng)
+    ctx = inputs.make_ctx(name, rng)
+    adv, _ = run(name, r, mask, ctx)
+    self.assertEqual(adv.shape, inputs.output_shape(name))
+    self.assertEqual(adv.dtype, jnp.float32)
+    adv = np.asarray(adv)
+    self.assertTrue(np.isfinite(adv).all(), f"{name}: non-finite {adv}")
+    keep = inputs.expand(mask, adv)
+    np.testing.assert_array_equal(np.where(keep, 0, adv), 0)
+
+  @named
+  def test_all_equal_rewards_give_finite_output(self, name):
+    rng = np.random.default_rng(1)
+    r = inputs.make_rewards(name, rng)
+    r[:] = 0.7
+    ctx = inputs.make_ctx(name, rng)
+    adv, _ = run(name, r, None, ctx)
+    self.assertTrue(np.isfinite(np.asarray(adv)).all())
+
+  @named
+  def test_masked_entries_do_not_enter_statistics(self, name):
+    rng = np.random.default_rng(2)
+    r, mask = inputs.edge_case_batch(name, rng)
+    ctx = inputs.make_ctx(name, rng)
+    adv1, _ = run(name, r, mask, ctx)
+    r2 = r.copy()
+    r2[~mask] = 1e3 * rng.normal(size=r2[~mask].shape)
+    adv2, _ = run(name, r2, mask, ctx)
+    np.testing.assert_allclose(adv1, adv2, rtol=1e-5, atol=1e-6)
+
+  @named
+  def test_jit_equals_eager(self, name):
+    rng = np.random.default_rng(3)
+    r, mask = inputs.edge_case_batch(name, rng)
+    ctx = inputs.make_ctx(name, rng)
+    tx = build(name)
+    state = tx.init(r)
+    eager, s1 = tx.update(r, state, mask_BxG=mask, **ctx)
+    jitted, s2 = jax.jit(tx.update)(r, state, mask_BxG=mask, **ctx)
+    np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(s1, s2)
+
+  @named
+  def test_vmap_over_leading_axis(self, name):
+    rng = np.random.default_rng(4)
+    runs = [inputs.edge_case_batch(name, rng) for _ in range(3)]
+    ctxs = [inputs.make_ctx(name, rng) for _ in range(3)]
+    tx = build(name)
+    state = tx.init(runs[0][0])
+    stack = lambda xs: np.stack(xs)  # pylint: disable=unnecessary-lambda
+    r = stack([x[0] for x in runs])
+    mask = stack([x[1] for x in runs])
+    ctx = {k: stack([c[k] for c in ctxs]) for k in ctxs[0]}
+    f = lambda r, m, c: tx.update(r, state, mask_BxG=m, **c)[0]
+    batched = jax.vmap(f)(r, mask, ctx)
+    for i in range(3):
+      np.testing.assert_allclose(batched[i], f(r[i], mask[i], ctxs[i]),
+                                 rtol=1e-5, atol=1e-6)
+
+  @named
+  def test_no_recompilation_on_new_values(self, name):
+    rng = np.random.default_rng(5)
+    tx = build(name)
+    traces = []
+
+    def f(r, mask, ctx):
+      traces.append(1)
+      return tx.update(r, tx.init(r), mask_BxG=mask, **ctx)[0]
+
+    jf = jax.jit(f)
+    for _ in range(3):
+      r, mask = inputs.edge_case_batch(name, rng)
+      jax.block_until_ready(jf(r, mask, inputs.make_ctx(name, rng)))
+    self.assertLen(traces, 1)
+
+  @named
+  def test_init_on_shape_dtype_struct(self, name):
+    rng = np.random.default_rng(6)
+    r = inputs.make_rewards(name, rng)
+    tx = build(name)
+    spec = jax.ShapeDtypeStruct(r.shape, r.dtype)
+    abstract = jax.eval_shape(tx.init, spec)
+    concrete = tx.init(jnp.asarray(r))
+    self.assertEqual(jax.tree.structure(abstract),
+                     jax.tree.structure(concrete))
+    chex.assert_trees_all_equal_shapes_and_dtypes(abstract, concrete)
+
+  # Token-level outputs are per position; grpo_passk breaks ties by index.
+  @parameterized.named_parameters(
+      (n, n) for n in NAMES
+      if not A.INFO[n].token_level and n != "grpo_passk")
+  def test_group_permutation_equivariance(self, name):
+    rng = np.random.default_rng(7)
+    _, mask = inputs.edge_case_batch(name, rng)
+    r = inputs.make_rewards(name, rng)  # continuous: no ties
+    ctx = inputs.make_ctx(name, rng)
+    perm = rng.permutation(inputs.G)
+    adv, _ = run(name, r, mask, ctx)
+    pctx = {k: (v[:, perm] if k.endswith("_BxG") else v)
+            for k, v in ctx.items()}
+    padv, _ = run(name, r[:, perm], mask[:, perm], pctx)
+    np.testing.assert_allclose(np.asarray(adv)[:, perm], padv, rtol=1e-5,
+                               atol=1e-6)
+
+  @named
+  def test_float64_agrees_with_float32(self, name):
+    rng = np.random.default_rng(8)
+    r, mask = inputs.edge_case_batch(name, rng)
+    ctx = inputs.make_ctx(name, rng)
+    adv32, _ = run(name, r, mask, ctx)
+    with jax.enable_x64(True):
+      ctx64 = {k: (v.astype(np.float64) if v.dtype == np.float32 else v)
+               for k, v in ctx.items()}
+      adv64, _ = run(name, r.astype(np.float64), mask, ctx64)
+      self.assertEqual(adv64.dtype, jnp.float64)
+      np.testing.assert_allclose(adv32, np.asarray(adv64), rtol=1e-4,
+                                 atol=1e-5)
+
+
+class ShardingTest(parameterized.TestCase):
+  """B sharded over an 8-device mesh: same values, sharding kept."""
+
+  def setUp(self):
+    super().setUp()
+    self.assertEqual(jax.device_count(), 8)
+    self.mesh = jax.make_mesh((8,), ("data",),
+                              axis_types=(jax.sharding.AxisType.Auto,))
+
+  def shard(self, x):
+    return jax.device_put(x, NamedSharding(self.mesh, P("data")))
+
+  @named
+  def test_sharded_equals_single_device(self, name):
+    rng = np.random.default_rng(9)
+    r, mask = inputs.edge_case_batch(name, rng)
+    ctx = inputs.make_ctx(name, rng)
+    tx = build(name)
+    state = tx.init(r)
+    single, _ = jax.jit(tx.update)(r, state, mask_BxG=mask, **ctx)
+    shard_ctx = {k: (self.shard(v) if np.ndim(v) and v.shape[0] == inputs.B
+                     else v) for k, v in ctx.items()}
+    r_s, mask_s = self.shard(r), self.shard(mask)
+    state_s = tx.init(r_s)
+    out, new_state = jax.jit(tx.update)(r_s, state_s, mask_BxG=mask_s,
+                                        **shard_ctx)
+    np.testing.assert_allclose(single, out, rtol=1e-5, atol=1e-6)
+    expected = NamedSharding(self.mesh, P("data"))
+    self.assertTrue(out.sharding.is_equivalent_to(expected, out.ndim),
+                    f"{name}: output sharding {out.sharding}")
+    self.assertEqual(jax.tree.map(jax.typeof, state_s),
+                     jax.tree.map(jax.typeof, new_state))
+
+
+if __name__ == "__main__":
+  absltest.main()

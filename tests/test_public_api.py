@@ -1,0 +1,22 @@
+"""The public API: names exported and importable."""
+
+from absl.testing import absltest
+
+import jaxrl_group
+from jaxrl_group import advantages
+
+
+class PublicApiTest(absltest.TestCase):
+
+  def test_all_names_exist(self):
+    for name in advantages.__all__:
+      self.assertTrue(hasattr(advantages, name), name)
+    self.assertIs(jaxrl_group.advantages, advantages)
+
+  def test_every_registered_factory_is_exported(self):
+    for name, factory in advantages.REGISTRY.items():
+      self.assertIs(getattr(advantages, name), factory, name)
+
+
+if __name__ == "__main__":
+  absltest.main()
