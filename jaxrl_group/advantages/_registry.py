@@ -53,7 +53,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "reinforce_pp_baseline": dict(singleton="raw", eps=1e-8),
         "reinforce_pp": dict(eps=1e-8),
         "gae": dict(eps=1e-8),
-        "optimal_token_baseline": dict(eps=1e-8),
+        "optimal_token_baseline": dict(eps=1e-8, handle_zero_tail=True,
+                                       singleton="raw"),
         "batch_whiten": dict(std="unbiased", eps=1e-8, eps_placement="var"),
     },
     # verl grpo_vectorized / rloo_vectorized: variance floored at 1e-6

@@ -158,6 +158,7 @@ def reinforce_pp_baseline(*, std: str = "unbiased", eps: float = 1e-8,
           requires=_TOKENS + ("old_logp_BxGxT", "sum_pi_sq_BxGxT"),
           token_level=True)
 def optimal_token_baseline(*, eps: float = 1e-8, kl_coef: float = 0.0,
+                           handle_zero_tail: bool = False,
                            singleton: str = "zero") -> AdvantageTransform:
   """Optimal token baseline (OTB): a variance-weighted per-position baseline.
 
@@ -171,6 +172,10 @@ def optimal_token_baseline(*, eps: float = 1e-8, kl_coef: float = 0.0,
   Args:
     eps: the baseline's denominator eps (verl: 1e-8).
     kl_coef: KL-in-reward coefficient; non-zero requires ``kl_BxGxT``.
+    handle_zero_tail: if one sample of a group is strictly the longest, its
+      baseline beyond the second-longest sample's last token is 0 (there the
+      formula's baseline is the sample's own return, giving no signal).
+      verl's default is True (``preset="verl"``); the formula alone, False.
     singleton: a one-sample group gives 0 (``"zero"``) or its return
       (``"raw"``, verl: baseline 0).
 
@@ -201,6 +206,13 @@ def optimal_token_baseline(*, eps: float = 1e-8, kl_coef: float = 0.0,
     num = jnp.sum(ret * cum_w, axis=1, keepdims=True)
     den = jnp.sum(cum_w, axis=1, keepdims=True)
     base = num / (den + eps)
+    if handle_zero_tail:
+      idx = jnp.arange(sizes["T"])[None, None, :]
+      last = jnp.max(jnp.where(valid, idx, -1), axis=-1)
+      top2, _ = jax.lax.top_k(last, 2)
+      tail = ((top2[:, 0] > top2[:, 1])[:, None, None]
+              & (idx > top2[:, 1][:, None, None]))
+      base = jnp.where(tail, 0, base)
     st = _stats.group_stats(r, mask)
     if singleton == "raw":
       base = jnp.where((st.count == 1)[..., None], 0, base)
