@@ -266,7 +266,7 @@ def gae(*, gamma: float = 1.0, lam: float = 1.0, kl_coef: float = 0.0,
       last_adv = adv * m_t + (1 - m_t) * last_adv
       return (next_value, last_adv), last_adv
 
-    zeros = jnp.zeros(r.shape, r.dtype)
+    zeros = jnp.zeros_like(r)  # keeps r's sharding type (explicit meshes)
     xs = tuple(jnp.moveaxis(x, -1, 0) for x in (r_tok, values, m))
     _, adv_TxBxG = jax.lax.scan(step, (zeros, zeros), xs, reverse=True)
     adv = jnp.moveaxis(adv_TxBxG, 0, -1)

@@ -156,36 +156,40 @@ class RegistryInvariantsTest(parameterized.TestCase):
 
 
 class ShardingTest(parameterized.TestCase):
-  """B sharded over an 8-device mesh: same values, sharding kept."""
+  """B sharded over an 8-device mesh: same values, sharding kept.
 
-  def setUp(self):
-    super().setUp()
+  Both mesh kinds: ``Auto`` axes (GSPMD propagation) and ``Explicit`` axes
+  (sharding in types, the default of ``jax.make_mesh``).
+  """
+
+  @parameterized.named_parameters(
+      (f"{n}_{kind.name.lower()}", n, kind) for n in NAMES
+      for kind in (jax.sharding.AxisType.Auto, jax.sharding.AxisType.Explicit))
+  def test_sharded_equals_single_device(self, name, kind):
     self.assertEqual(jax.device_count(), 8)
-    self.mesh = jax.make_mesh((8,), ("data",),
-                              axis_types=(jax.sharding.AxisType.Auto,))
-
-  def shard(self, x):
-    return jax.device_put(x, NamedSharding(self.mesh, P("data")))
-
-  @named
-  def test_sharded_equals_single_device(self, name):
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(kind,))
+    batch = NamedSharding(mesh, P("data"))
     rng = np.random.default_rng(9)
     r, mask = inputs.edge_case_batch(name, rng)
     ctx = inputs.make_ctx(name, rng)
     tx = build(name)
-    state = tx.init(r)
-    single, _ = jax.jit(tx.update)(r, state, mask_BxG=mask, **ctx)
-    shard_ctx = {k: (self.shard(v) if np.ndim(v) and v.shape[0] == inputs.B
-                     else v) for k, v in ctx.items()}
-    r_s, mask_s = self.shard(r), self.shard(mask)
-    state_s = tx.init(r_s)
-    out, new_state = jax.jit(tx.update)(r_s, state_s, mask_BxG=mask_s,
-                                        **shard_ctx)
+    single, _ = jax.jit(tx.update)(r, tx.init(r), mask_BxG=mask, **ctx)
+
+    def shard(x):
+      if np.ndim(x) and x.shape[0] == inputs.B:
+        return jax.device_put(x, batch)
+      return x
+
+    with jax.set_mesh(mesh):
+      r_s = shard(r)
+      state = tx.init(r_s)
+      out, new_state = jax.jit(tx.update)(
+          r_s, state, mask_BxG=shard(mask),
+          **{k: shard(v) for k, v in ctx.items()})
     np.testing.assert_allclose(single, out, rtol=1e-5, atol=1e-6)
-    expected = NamedSharding(self.mesh, P("data"))
-    self.assertTrue(out.sharding.is_equivalent_to(expected, out.ndim),
+    self.assertTrue(out.sharding.is_equivalent_to(batch, out.ndim),
                     f"{name}: output sharding {out.sharding}")
-    self.assertEqual(jax.tree.map(jax.typeof, state_s),
+    self.assertEqual(jax.tree.map(jax.typeof, state),
                      jax.tree.map(jax.typeof, new_state))
 
 
