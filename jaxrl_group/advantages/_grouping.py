@@ -97,8 +97,14 @@ def group_by(group_ids_N: jax.typing.ArrayLike, *arrays_N: jax.typing.ArrayLike,
   n, b, g = sizes["N"], num_groups, max_group_size
   valid = (ids >= 0) & (ids < b)
   key = jnp.where(valid, ids, b).astype(jnp.int32)
-  order = jnp.argsort(key, stable=True)
-  sorted_key = key[order]
+  if (b + 1) * n < 2**31:
+    # One int32 sort key (id, row) is ~5x faster on CPU than a stable
+    # two-operand sort, and orders rows within a group the same way.
+    packed = jax.lax.sort(key * n + jnp.arange(n, dtype=jnp.int32))
+    order, sorted_key = packed % n, packed // n
+  else:
+    order = jnp.argsort(key, stable=True)
+    sorted_key = key[order]
   starts = jnp.searchsorted(sorted_key, jnp.arange(b + 1, dtype=jnp.int32),
                             side="left").astype(jnp.int32)
   rank_sorted = jnp.arange(n, dtype=jnp.int32) - starts[sorted_key]

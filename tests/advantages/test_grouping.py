@@ -69,6 +69,19 @@ class GroupByTest(absltest.TestCase):
     np.testing.assert_allclose(np.asarray(f(ids, r))[perm],
                                f(ids[perm], r[perm]), rtol=1e-6)
 
+  def test_wide_layout_uses_the_stable_sort_path(self):
+    # (num_groups + 1) * N >= 2**31: the packed int32 sort key would
+    # overflow, so group_by takes the two-operand stable sort instead.
+    rng = np.random.default_rng(3)
+    n, b = 65536, 32768
+    ids = rng.permutation(np.repeat(np.arange(b), 2)).astype(np.int32)
+    x = np.arange(n, dtype=np.float32)
+    self.assertGreaterEqual((b + 1) * n, 2**31)
+    g = A.group_by(ids, x, max_group_size=2, num_groups=b)
+    np.testing.assert_array_equal(A.ungroup(g.arrays[0], g), x)
+    first = np.array([np.flatnonzero(ids == i)[0] for i in range(5)])
+    np.testing.assert_array_equal(g.arrays[0][:5, 0], x[first])
+
   def test_factorize_string_ids(self):
     codes, uniques = A.factorize(["u2", "u1", "u2", "u3", "u1"])
     np.testing.assert_array_equal(codes, [1, 0, 1, 2, 0])
