@@ -4,6 +4,7 @@ from absl.testing import absltest
 
 import jaxrl_group
 from jaxrl_group import advantages
+from jaxrl_group import losses
 
 
 class PublicApiTest(absltest.TestCase):
@@ -12,6 +13,13 @@ class PublicApiTest(absltest.TestCase):
     for name in advantages.__all__:
       self.assertTrue(hasattr(advantages, name), name)
     self.assertIs(jaxrl_group.advantages, advantages)
+
+  def test_losses_names_exist(self):
+    for name in losses.__all__:
+      self.assertTrue(hasattr(losses, name), name)
+    self.assertIs(jaxrl_group.losses, losses)
+    for name, fn in losses.SURROGATES.items():
+      self.assertIs(getattr(losses, name), fn, name)
 
   def test_every_registered_factory_is_exported(self):
     for name, factory in advantages.REGISTRY.items():
