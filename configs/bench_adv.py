@@ -41,6 +41,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Also timed with an explicit (all-valid) mask_BxG input; the plain "jax"
   # rows take exactly the numpy baseline's inputs (no padding mask).
   c.masked_estimators = "grpo"
+  # Also time, at T = 1, every other registered sequence-level estimator
+  # (synthetic context inputs where an estimator needs them).
+  c.all_sequence_estimators = True
   # Convention preset applied to the estimators it covers ("" for none).
   c.preset = "verl"
   c.group_by = True  # also time "grpo via group_by" on shuffled group ids

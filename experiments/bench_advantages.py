@@ -229,6 +229,41 @@ def numpy_step(token_rewards_NxT: np.ndarray, response_mask_NxT: np.ndarray,
 # jaxrl_group under jit.
 
 
+PIECES = ("batch_whiten", "center", "clip", "scale")  # parts, not estimators
+
+
+def sequence_estimators() -> list[str]:
+  """Every registered sequence-level estimator on ``[B, G]`` rewards."""
+  return [n for n, i in sorted(A.INFO.items())
+          if not i.token_level and i.input_name == "rewards_BxG"
+          and n not in PIECES]
+
+
+def bench_ctx(name: str, b: int, g: int, t: int,
+              seed: int) -> dict[str, jax.Array]:
+  """Synthetic context inputs for ``A.INFO[name].requires``, on device.
+
+  Shapes come from the key's suffix; bool for masks (all valid), small
+  ints for ids, the step as an int scalar, floats in [0.1, 1) otherwise.
+  """
+  rng = np.random.default_rng([seed, b, g, t])
+  sizes = {"B": b, "G": g, "T": t}
+  ctx = {}
+  for key in A.INFO[name].requires:
+    if key == "step":
+      ctx[key] = jnp.asarray(3, jnp.int32)
+      continue
+    shape = tuple(sizes.get(d, 2) for d in key.rsplit("_", 1)[-1].split("x"))
+    if "mask" in key:
+      x = np.ones(shape, bool)
+    elif "ids" in key:
+      x = rng.integers(0, 3, size=shape).astype(np.int32)
+    else:
+      x = rng.uniform(0.1, 1.0, shape).astype(np.float32)
+    ctx[key] = jax.device_put(x)
+  return ctx
+
+
 def make_transform(name: str, preset: str) -> tuple[A.AdvantageTransform, str]:
   """Builds a registered estimator, with ``preset`` where it covers ``name``.
 
@@ -252,6 +287,8 @@ def jax_estimator_fn(tx: A.AdvantageTransform, *, n: int, g: int, t: int,
     g: group size G.
     t: token length T.
     token_level: the estimator returns ``[B, G, T]`` (needs the token mask).
+      Every jitted function also takes the estimator's context inputs as a
+      dict (from ``bench_ctx``), after the rewards.
     masked: pass a ``mask_BxG`` input (all valid here). Without it the
       estimator sees exactly the numpy baseline's inputs (no padding mask).
 
@@ -261,20 +298,20 @@ def jax_estimator_fn(tx: A.AdvantageTransform, *, n: int, g: int, t: int,
     full verl-style step (sum over T, estimator, broadcast times the mask).
   """
   b = n // g
-  state = tx.init(jax.ShapeDtypeStruct((b, g), jnp.float32))
+  state = tx.init(jnp.zeros((b, g), jnp.float32))
   if t == 1:
     if masked:
-      return jax.jit(lambda r, m: tx.update(r, state, mask_BxG=m)[0])
-    return jax.jit(lambda r: tx.update(r, state)[0])
+      return jax.jit(lambda r, c, m: tx.update(r, state, mask_BxG=m, **c)[0])
+    return jax.jit(lambda r, c: tx.update(r, state, **c)[0])
 
-  def step(token_rewards_NxT, response_mask_NxT, mask_BxG=None):
+  def step(token_rewards_NxT, response_mask_NxT, ctx, mask_BxG=None):
     scores_BxG = jnp.sum(token_rewards_NxT, axis=-1).reshape(b, g)
     if token_level:
       adv_BxGxT, _ = tx.update(
           scores_BxG, state, mask_BxG=mask_BxG,
-          token_mask_BxGxT=response_mask_NxT.reshape(b, g, t))
+          **{**ctx, "token_mask_BxGxT": response_mask_NxT.reshape(b, g, t)})
       return adv_BxGxT.reshape(n, t)
-    adv_BxG, _ = tx.update(scores_BxG, state, mask_BxG=mask_BxG)
+    adv_BxG, _ = tx.update(scores_BxG, state, mask_BxG=mask_BxG, **ctx)
     return (adv_BxG.reshape(n)[:, None]
             * response_mask_NxT.astype(adv_BxG.dtype))
 
@@ -296,7 +333,7 @@ def jax_group_by_fn(tx: A.AdvantageTransform, *, n: int, g: int,
     ``f(group_ids_N, token_rewards_NxT, response_mask_NxT) -> adv_NxT``.
   """
   b = n // g
-  state = tx.init(jax.ShapeDtypeStruct((b, g), jnp.float32))
+  state = tx.init(jnp.zeros((b, g), jnp.float32))
 
   def advantages_N(group_ids_N, scores_N):
     grouped = A.group_by(group_ids_N, scores_N, max_group_size=g,
@@ -442,7 +479,10 @@ def planned_impls(config, n: int, g: int, t: int) -> list[tuple[str, str]]:
   loop_names = _split(config.loop_estimators)
   plan = [("loop", e) for e in loop_names]
   plan += [("numpy", e) for e in loop_names]
-  plan += [("jax", e) for e in _split(config.estimators)]
+  names = _split(config.estimators)
+  plan += [("jax", e) for e in names]
+  if t == 1 and config.all_sequence_estimators:
+    plan += [("jax", e) for e in sequence_estimators() if e not in names]
   plan += [("jax_masked", e) for e in _split(config.masked_estimators)]
   if t > 1:
     plan += [("jax", e) for e in _split(config.token_estimators)]
@@ -516,10 +556,19 @@ def run_cell(config, n: int, g: int, t: int, inputs: dict[str, np.ndarray],
   args_of = {"jax": jax_args, "jax_masked": jax_args + (mask_BxG,),
              "jax_group_by": gb_args}
 
+  def call_args(impl, name):
+    args = args_of[impl]
+    if impl == "jax_group_by":
+      return args
+    ctx = bench_ctx(name, b, g, t, config.seed)
+    if impl == "jax_masked":
+      return args[:-1] + (ctx, args[-1])
+    return args + (ctx,)
+
   def thunk(impl, name):
     """A call that runs to completion, for the timer."""
     if impl in args_of:
-      fn, args = fns[(impl, name)], args_of[impl]
+      fn, args = fns[(impl, name)], call_args(impl, name)
       return lambda: fn(*args).block_until_ready()
     kwargs = {"norm_by_std": name == "grpo"}
     if impl == "loop":
@@ -528,7 +577,7 @@ def run_cell(config, n: int, g: int, t: int, inputs: dict[str, np.ndarray],
 
   def jax_out(impl, name):
     """The jitted output as numpy, [N] or [N, T] (row order of the input)."""
-    out = fns[(impl, name)](*args_of[impl])
+    out = fns[(impl, name)](*call_args(impl, name))
     out = np.asarray(out)
     return out.reshape(n, -1) if t > 1 else out.reshape(n)
 

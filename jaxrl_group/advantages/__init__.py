@@ -50,6 +50,13 @@ from jaxrl_group.advantages._token import optimal_token_baseline
 from jaxrl_group.advantages._token import reinforce_pp
 from jaxrl_group.advantages._token import reinforce_pp_baseline
 
+# Published estimators, one module each (_est_<name>.py), registered on import.
+import importlib as _importlib  # pylint: disable=g-import-not-at-top
+import pkgutil as _pkgutil  # pylint: disable=g-import-not-at-top
+for _module in _pkgutil.iter_modules(__path__):
+  if _module.name.startswith("_est_"):
+    _importlib.import_module(f"{__name__}.{_module.name}")
+
 __all__ = (
     "AdvantageTransform",
     "CONTEXT_KEYS",
