@@ -50,52 +50,99 @@ from jaxrl_group.advantages._token import optimal_token_baseline
 from jaxrl_group.advantages._token import reinforce_pp
 from jaxrl_group.advantages._token import reinforce_pp_baseline
 
-# Published estimators, one module each (_est_<name>.py), registered on import.
-import importlib as _importlib  # pylint: disable=g-import-not-at-top
-import pkgutil as _pkgutil  # pylint: disable=g-import-not-at-top
-for _module in _pkgutil.iter_modules(__path__):
-  if _module.name.startswith("_est_"):
-    _importlib.import_module(f"{__name__}.{_module.name}")
+# Published estimators, one module each.
+from jaxrl_group.advantages._est_aapo import aapo
+from jaxrl_group.advantages._est_canon import CanonState
+from jaxrl_group.advantages._est_canon import canon
+from jaxrl_group.advantages._est_capo import CapoState
+from jaxrl_group.advantages._est_capo import capo
+from jaxrl_group.advantages._est_copo import copo
+from jaxrl_group.advantages._est_dcpo import DcpoState
+from jaxrl_group.advantages._est_dcpo import dcpo
+from jaxrl_group.advantages._est_difficulty_weight import difficulty_weight
+from jaxrl_group.advantages._est_edge_eda import edge_eda
+from jaxrl_group.advantages._est_group_baseline import group_baseline
+from jaxrl_group.advantages._est_group_robust import GroupRobustState
+from jaxrl_group.advantages._est_group_robust import group_robust
+from jaxrl_group.advantages._est_hapo import hapo
+from jaxrl_group.advantages._est_ktae import ktae
+from jaxrl_group.advantages._est_mapo import mapo
+from jaxrl_group.advantages._est_ngrpo import ngrpo
+from jaxrl_group.advantages._est_oblr_baseline import oblr_baseline
+from jaxrl_group.advantages._est_pshw import pshw
+from jaxrl_group.advantages._est_pvpo import PvpoState
+from jaxrl_group.advantages._est_pvpo import pvpo
+from jaxrl_group.advantages._est_qae import qae
+from jaxrl_group.advantages._est_s_grpo import s_grpo
+from jaxrl_group.advantages._est_sgpo_graded import sgpo_graded
+from jaxrl_group.advantages._est_srpo_bonus import srpo_bonus
+from jaxrl_group.advantages._est_v05_baseline import v05_baseline
 
 __all__ = (
+    "aapo",
     "AdvantageTransform",
-    "CONTEXT_KEYS",
-    "EmptyState",
-    "EstimatorInfo",
-    "GroupedRows",
-    "Grouping",
-    "INFO",
-    "InitFn",
-    "InjectHyperparamsState",
-    "MissingContextError",
-    "PRESETS",
-    "REGISTRY",
-    "UpdateFn",
     "batch_std",
     "batch_whiten",
+    "canon",
+    "CanonState",
+    "capo",
+    "CapoState",
     "center",
     "chain",
     "clip",
+    "CONTEXT_KEYS",
+    "copo",
+    "dcpo",
+    "DcpoState",
+    "difficulty_weight",
     "dr_grpo",
+    "edge_eda",
+    "EmptyState",
+    "EstimatorInfo",
     "factorize",
     "gae",
     "gdpo",
     "get",
     "gpg",
+    "group_baseline",
     "group_by",
+    "group_robust",
+    "GroupedRows",
+    "Grouping",
+    "GroupRobustState",
     "grpo",
     "grpo_passk",
+    "hapo",
+    "INFO",
     "info",
+    "InitFn",
     "inject_hyperparams",
+    "InjectHyperparamsState",
+    "ktae",
+    "mapo",
+    "MissingContextError",
     "named_chain",
+    "ngrpo",
+    "oblr_baseline",
     "opo",
     "optimal_token_baseline",
+    "PRESETS",
+    "pshw",
+    "pvpo",
+    "PvpoState",
+    "qae",
     "register",
+    "REGISTRY",
     "reinforce_pp",
     "reinforce_pp_baseline",
     "remax",
     "rloo",
+    "s_grpo",
     "scale",
+    "sgpo_graded",
+    "srpo_bonus",
     "stateless",
     "ungroup",
+    "UpdateFn",
+    "v05_baseline",
 )

@@ -75,7 +75,24 @@ CONTEXT_KEYS: dict[str, str] = {
     "sum_pi_sq_BxGxT": "sum over the vocabulary of pi_v^2 per token (OTB).",
     "is_weights_BxGxT": "rollout importance weights per token (OTB).",
     "kl_BxGxT": "per-token KL estimate folded into the reward as -kl_coef*kl.",
+    "score_norm_sq_BxG": "squared score-norm proxy per sample (OBLR-PO).",
+    "value_prior_B": "a value model's predicted success rate per prompt (V0.5).",
+    "first_error_step_BxG": "index of the first wrong step from a judge (SGPO).",
+    "num_steps_BxG": "number of reasoning steps per response (SGPO).",
+    "logp_temp_BxGxT": "old-policy log-probs at DCPO's temperature.",
+    "role_ids_BxG": "int, functional group (role) of each sample (AdvEvo-MARL).",
+    "subgroup_ids_BxG": "int in [0, K), population group of each sample.",
+    "tokens_BxGxT": "int, sampled token ids of each completion (KTAE).",
+    "answer_ids_BxG": "int, id of each sample's final answer (COPO).",
+    "entropy_BxGxT": "per-token entropy of the current policy (EDGE-GRPO).",
+    "ref_rewards_BxM": "rewards of M reference samples per prompt (PVPO).",
 }
+
+
+def safe_increment(count: jax.Array) -> jax.Array:
+  """``count + 1``, saturating at the dtype's maximum instead of wrapping."""
+  max_int = jnp.iinfo(count.dtype).max
+  return jnp.where(count < max_int, count + 1, max_int)
 
 
 def stateless(update_fn: Callable[..., jax.Array]) -> AdvantageTransform:

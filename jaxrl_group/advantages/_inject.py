@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrl_group.advantages._base import AdvantageTransform
+from jaxrl_group.advantages._base import safe_increment
 
 
 class InjectHyperparamsState(NamedTuple):
@@ -25,11 +26,6 @@ def _is_numeric(v: Any) -> bool:
   if isinstance(v, bool):
     return False
   return isinstance(v, (int, float, jax.Array)) or hasattr(v, "__array__")
-
-
-def _safe_increment(count: jax.Array) -> jax.Array:
-  max_int = jnp.iinfo(count.dtype).max
-  return jnp.where(count < max_int, count + 1, max_int)
 
 
 def inject_hyperparams(factory: Callable[..., AdvantageTransform], *,
@@ -92,7 +88,7 @@ def inject_hyperparams(factory: Callable[..., AdvantageTransform], *,
       inner_tx = factory(**static, **hp)
       adv, inner = inner_tx.update(values, state.inner_state,
                                    mask_BxG=mask_BxG, **ctx)
-      return adv, InjectHyperparamsState(_safe_increment(state.count), hp,
+      return adv, InjectHyperparamsState(safe_increment(state.count), hp,
                                          inner)
 
     return AdvantageTransform(init_fn, update_fn)

@@ -30,6 +30,10 @@ def _special(key, rng, sizes, tm):
                   ).astype(np.float32)
   if key == "step":
     return np.int32(3)
+  if key == "tokens_BxGxT":  # ktae: token ids, small so that some repeat
+    return rng.integers(0, 5, (sizes["B"], sizes["G"], T)).astype(np.int32)
+  if key == "subgroup_ids_BxG":  # group_robust: ids in [0, num_groups = 2)
+    return rng.integers(0, 2, (sizes["B"], sizes["G"])).astype(np.int32)
   return None
 
 

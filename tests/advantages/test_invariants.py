@@ -134,7 +134,7 @@ class RegistryInvariantsTest(parameterized.TestCase):
     ctx = inputs.make_ctx(name, rng)
     perm = rng.permutation(inputs.G)
     adv, _ = run(name, r, mask, ctx)
-    pctx = {k: (v[:, perm] if k.endswith("_BxG") else v)
+    pctx = {k: (v[:, perm] if k.rsplit("_", 1)[-1].startswith("BxG") else v)
             for k, v in ctx.items()}
     padv, _ = run(name, r[:, perm], mask[:, perm], pctx)
     np.testing.assert_allclose(np.asarray(adv)[:, perm], padv, rtol=1e-5,
