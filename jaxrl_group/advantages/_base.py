@@ -96,7 +96,7 @@ def safe_increment(count: jax.Array) -> jax.Array:
 
 
 def stateless(update_fn: Callable[..., jax.Array]) -> AdvantageTransform:
-  """Builds a transform with ``EmptyState`` from ``f(values, *, mask_BxG, **ctx)``.
+  """Builds a stateless transform from ``f(values, *, mask_BxG, **ctx)``.
 
   Args:
     update_fn: a pure function returning the advantages only.
@@ -171,7 +171,8 @@ def require(what: str, ctx: dict[str, Any], key: str,
   if ctx.get(key) is None:
     raise MissingContextError(
         f"{what} needs the context input {key} "
-        f"({CONTEXT_KEYS.get(key, 'see the docstring')}); pass it as update(..., {key}=...). Got context keys: "
+        f"({CONTEXT_KEYS.get(key, 'see the docstring')}); pass it as "
+        f"update(..., {key}=...). Got context keys: "
         f"{sorted(k for k, v in ctx.items() if v is not None)}.")
   return _fetch(what, ctx, key, sizes)
 

@@ -67,13 +67,9 @@ def aapo(*, delta_low: float = 0.2, delta_high: float = 0.28,
     r, mask, sizes = prepare("aapo", rewards_BxG, mask_BxG, min_group_size=2)
     ref = require("aapo", ctx, "ref_rewards_BxG", sizes)
     _checks.check_floating("ref_rewards_BxG", ref, what="aapo")
-    st = _stats.singleton_fix(_stats.group_stats(r, mask, std=std),
-                              singleton, r)
-    z = st.centered
-    if norm_by_std:
-      z = _stats.divide_by_std(z, st.std, eps=eps,
-                               eps_placement=eps_placement,
-                               std_floor=std_floor)
+    z, st = _stats.group_zscore(
+        r, mask, std=std, singleton=singleton, norm_by_std=norm_by_std,
+        eps=eps, eps_placement=eps_placement, std_floor=std_floor)
     z = _stats.finish(z, mask, st, singleton, r.dtype)
     gap = jnp.where(mask, r - ref.astype(r.dtype), 0)
     momentum = jnp.clip(gap, -jnp.asarray(delta_low, r.dtype),

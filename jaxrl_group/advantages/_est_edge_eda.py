@@ -125,13 +125,9 @@ def edge_eda(*, mean_over: str = "batch", entropy_mean: str = "masked",
     weight = jnp.where(has_h & (den > 0), weight, 1)
     if max_weight is not None:
       weight = jnp.minimum(weight, max_weight)
-    st = _stats.singleton_fix(_stats.group_stats(r, mask, std=std),
-                              singleton, r)
-    adv = st.centered
-    if norm_by_std:
-      adv = _stats.divide_by_std(adv, st.std, eps=eps,
-                                 eps_placement=eps_placement,
-                                 std_floor=std_floor)
+    adv, st = _stats.group_zscore(
+        r, mask, std=std, singleton=singleton, norm_by_std=norm_by_std,
+        eps=eps, eps_placement=eps_placement, std_floor=std_floor)
     return _stats.finish(adv * weight, mask, st, singleton, r.dtype)
 
   return stateless(update_fn)

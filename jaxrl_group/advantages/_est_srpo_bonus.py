@@ -118,12 +118,9 @@ def srpo_bonus(*, k: int = 4, bonus_coef: float = 1.0,
   def update_fn(rewards_BxG, *, mask_BxG=None, **ctx):
     del ctx
     r, mask, _ = prepare(what, rewards_BxG, mask_BxG, min_group_size=2)
-    st = _stats.singleton_fix(_stats.group_stats(r, mask, std=std),
-                              singleton, r)
-    z = st.centered
-    if norm_by_std:
-      z = _stats.divide_by_std(z, st.std, eps=eps,
-                               eps_placement=eps_placement)
+    z, st = _stats.group_zscore(
+        r, mask, std=std, singleton=singleton, norm_by_std=norm_by_std,
+        eps=eps, eps_placement=eps_placement)
     z = _stats.finish(z, mask, st, singleton, r.dtype)
     kk = jnp.asarray(k).astype(jnp.int32)
     bonus = passk_bonus(r >= hit_threshold, mask, kk, eps=bonus_eps,

@@ -52,13 +52,9 @@ def grpo(*, norm_by_std: bool = True, std: str = "unbiased",
   def update_fn(rewards_BxG, *, mask_BxG=None, **ctx):
     del ctx
     r, mask, _ = prepare("grpo", rewards_BxG, mask_BxG, min_group_size=2)
-    st = _stats.singleton_fix(_stats.group_stats(r, mask, std=std),
-                              singleton, r)
-    adv = st.centered
-    if norm_by_std:
-      adv = _stats.divide_by_std(adv, st.std, eps=eps,
-                                 eps_placement=eps_placement,
-                                 std_floor=std_floor)
+    adv, st = _stats.group_zscore(
+        r, mask, std=std, singleton=singleton, norm_by_std=norm_by_std,
+        eps=eps, eps_placement=eps_placement, std_floor=std_floor)
     return _stats.finish(adv, mask, st, singleton, r.dtype)
 
   return stateless(update_fn)

@@ -100,6 +100,23 @@ def singleton_fix(stats: GroupStats, singleton: str,
                     jnp.where(one, x_BxG, stats.centered))
 
 
+def group_zscore(x_BxG: jax.Array, mask_BxG: jax.Array, *, std: str,
+                 singleton: str, norm_by_std: bool = True, eps=1e-6,
+                 eps_placement: str = "std", std_floor=0.0
+                 ) -> tuple[jax.Array, GroupStats]:
+  """GRPO's ``(x - mean_g) / (std_g + eps)`` before :func:`finish`.
+
+  Returns the advantages (masked entries and "zero" singletons not yet
+  zeroed) and the group statistics, for estimators built on GRPO's z-score.
+  """
+  st = singleton_fix(group_stats(x_BxG, mask_BxG, std=std), singleton, x_BxG)
+  adv = st.centered
+  if norm_by_std:
+    adv = divide_by_std(adv, st.std, eps=eps, eps_placement=eps_placement,
+                        std_floor=std_floor)
+  return adv, st
+
+
 def divide_by_std(centered: jax.Array, sd: jax.Array, *, eps,
                   eps_placement: str, std_floor=0.0) -> jax.Array:
   """``centered / (max(sd, std_floor) + eps)`` or ``/ sqrt(max(...)^2 + eps)``.
