@@ -1,7 +1,8 @@
 """One test per known pitfall of peer implementations (reference/losses.md §9).
 
-Rows that concern estimators not yet in the library (QAE, MAPO, EDGE-GRPO,
-DCPO, CANON, AAPO, GiGPO, HGPO, MARS) are tested with those estimators.
+The rows of single estimators (QAE, EDGE-GRPO, DCPO, CANON, HAPO) are tested
+in their own test files; those that need the sampler or step-level
+estimators (AAPO's reference samples, GiGPO, HGPO, MARS) come with them.
 """
 
 from absl.testing import absltest
@@ -80,6 +81,20 @@ class AdvantagePitfallsTest(parameterized.TestCase):
       np.testing.assert_allclose(adv[ids == i],
                                  (v - v.mean()) / (v.std(ddof=1) + 1e-6),
                                  rtol=1e-5)
+
+  @parameterized.named_parameters(("pro", "pro"), ("air", "air"))
+  def test_mapo_does_not_assume_contiguous_groups(self, variant):
+    # WenkeHuang/MAPO built weights from dict order plus repeat_interleave.
+    rng = np.random.default_rng(2)
+    r_BxG = rng.choice([0.0, 0.1, 0.9, 1.0], size=(4, 6)).astype(np.float32)
+    tx = A.mapo(variant=variant)
+    ref_N = adv_of(tx, r_BxG).reshape(-1)
+    ids = np.repeat(np.arange(4), 6).astype(np.int32)
+    perm = rng.permutation(24)
+    g = A.group_by(ids[perm], r_BxG.reshape(-1)[perm], max_group_size=6,
+                   num_groups=4)
+    out = A.ungroup(adv_of(tx, g.arrays[0], g.mask_BxG), g)
+    np.testing.assert_allclose(out, ref_N[perm], rtol=1e-5, atol=1e-6)
 
   def test_hapo_entropy_scale_ignores_padding(self):
     # HAPO's fallback check included padded positions.
