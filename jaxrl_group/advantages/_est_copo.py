@@ -68,12 +68,9 @@ def copo_parts(rewards_BxG: jax.Array, answer_ids_BxG: jax.Array,
                singleton: str = "zero") -> CopoParts:
   """Local and global advantages and the local weight (see ``copo``)."""
   r, mask = rewards_BxG, mask_BxG
-  st = _stats.singleton_fix(_stats.group_stats(r, mask, std=std), singleton,
-                            r)
-  local = st.centered
-  if norm_by_std:
-    local = _stats.divide_by_std(local, st.std, eps=eps,
-                                 eps_placement=eps_placement)
+  local, st = _stats.group_zscore(r, mask, std=std, singleton=singleton,
+                                  norm_by_std=norm_by_std, eps=eps,
+                                  eps_placement=eps_placement)
   local = _stats.finish(local, mask, st, singleton, r.dtype)
 
   h = consistency_entropy(answer_ids_BxG, mask, log_base=log_base,

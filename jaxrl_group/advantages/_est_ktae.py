@@ -278,12 +278,9 @@ def _ktae_advantages(r, mask, tokens, token_mask, *, hp, norm_by_std, std,
   valid = token_mask & mask[..., None]
   key = key_token_values(tokens, token_mask, r > thr, mask, dtype=r.dtype,
                          **hp)
-  st = _stats.singleton_fix(_stats.group_stats(r, mask, std=std), singleton,
-                            r)
-  adv = st.centered
-  if norm_by_std:
-    adv = _stats.divide_by_std(adv, st.std, eps=eps,
-                               eps_placement=eps_placement)
+  adv, st = _stats.group_zscore(r, mask, std=std, singleton=singleton,
+                                norm_by_std=norm_by_std, eps=eps,
+                                eps_placement=eps_placement)
   out = jnp.where(valid, adv[..., None] + key, 0)
   return _stats.finish(out, mask, st, singleton, r.dtype)
 

@@ -113,14 +113,13 @@ def s_grpo(*, noise_rate: float = 0.1, success_threshold: float = 0.0,
   def update_fn(rewards_BxG, *, mask_BxG=None, **ctx):
     del ctx
     r, mask, _ = prepare(_WHAT, rewards_BxG, mask_BxG, min_group_size=2)
-    st = _stats.group_stats(r, mask, std=std)
+    # w* = 0 for a one-sample group, so the "zero" policy changes nothing.
+    adv, st = _stats.group_zscore(r, mask, std=std, singleton="zero",
+                                  norm_by_std=norm_by_std, eps=eps,
+                                  eps_placement=eps_placement)
     k = jnp.sum(mask & (r > success_threshold), axis=-1, keepdims=True,
                 dtype=r.dtype)
     w = noise_weight(k, st.count, noise_rate, weight_eps=weight_eps)
-    adv = st.centered
-    if norm_by_std:
-      adv = _stats.divide_by_std(adv, st.std, eps=eps,
-                                 eps_placement=eps_placement)
     # w* = 0 gives 0 even where the std division is 0/0 (eps = 0).
     adv = jnp.where(w != 0, w * adv, 0)
     return _stats.finish(adv, mask, st, "zero", r.dtype)
