@@ -13,6 +13,8 @@ CORE = [
     "ml-collections==1.1.0",
     "numpy>=1.26",
     "absl-py>=2.1",
+    "tensorboardX==2.6.5",
+    "matplotlib>=3.8",
 ]
 
 EXTRAS = {
