@@ -22,7 +22,12 @@ from ml_collections import config_dict
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Returns the locked experiment config."""
+  """Returns the locked experiment config.
+
+  Launch: ``python -m jaxrl_group.main --config=configs/add2_grpo.py
+  --workdir=runs/add2`` (add ``:smoke`` or ``:sft_only`` to the file name
+  for the variants in the module docstring).
+  """
   arg = arg or ""
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -65,12 +70,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       kl_coef=0.0,           # > 0 adds k3 KL to the SFT policy
       kl_estimator="k3",
       entropy_coef=0.0,
-      num_iterations=1,      # PPO epochs per rollout batch
+      num_iterations=2,      # PPO epochs per rollout batch
       num_minibatches=1)     # optimizer steps per epoch
 
   # Optimizers of the two phases.
   c.optim = config_dict.create(
-      name="adamw", lr=1e-3, b1=0.9, b2=0.99, weight_decay=0.0,
+      name="adamw", lr=1e-4, b1=0.9, b2=0.99, weight_decay=0.0,
       warmup_steps=0, schedule="constant", max_grad_norm=1.0)
 
   # Phase 1: supervised warm start on gold answers.
@@ -82,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Phase 2: RL.
   c.rl = config_dict.create(
-      steps=400, prompts_per_step=32, eval_every=50, steps_per_call=10)
+      steps=500, prompts_per_step=32, eval_every=50, steps_per_call=10)
 
   # Held-out greedy evaluation, fixed by its seed.
   c.eval = config_dict.create(size=480, seed=1234)

@@ -81,10 +81,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.max_new_tokens = 4
     c.prompt_len = 12
     c.repeats = 2
-    c.long_prompt_len = 32
-    c.long_num_prompts = 2
-    c.long_group_size = 2
-    c.long_new_tokens = 2
+    # The shapes of the rollouts above, so that the shared-prefill sampler
+    # reuses their compiled program.
+    c.long_prompt_len = c.prompt_len
+    c.long_num_prompts = c.num_prompts
+    c.long_group_size = c.group_size
+    c.long_new_tokens = c.max_new_tokens
     c.long_repeats = 2
     c.matmul_size = 128
     c.matmul_chain = 2

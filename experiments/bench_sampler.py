@@ -363,6 +363,20 @@ def count_valid(tokens_NxT: np.ndarray, eos_id: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------
 # The benchmark.
 
+_SAMPLERS = {}
+
+
+def get_sampler(cfg: models.ModelConfig, **static):
+  """``sampling.make_sampler(cfg, **static)``, one per setting per process.
+
+  Measurements with the same settings (the quick config's) then share one
+  compiled program.
+  """
+  key = (cfg, tuple(sorted(static.items())))
+  if key not in _SAMPLERS:
+    _SAMPLERS[key] = sampling.make_sampler(cfg, **static)
+  return _SAMPLERS[key]
+
 
 def _row(measurement, impl, **fields):
   row = {"measurement": measurement, "impl": impl,
@@ -419,9 +433,9 @@ def bench_rollouts(config, cfg, params, torch, transformers, checks
   p = prompts_np.shape[1]
   slots = b * g * t
   prompts_BxP, lengths_B = jnp.asarray(prompts_np), jnp.asarray(lengths_np)
-  sampler = sampling.make_sampler(
-      cfg, group_size=g, max_new_tokens=t, eos_ids=(tasks.EOS_ID,),
-      pad_id=tasks.PAD_ID)
+  sampler = get_sampler(cfg, group_size=g, max_new_tokens=t,
+                        eos_ids=(tasks.EOS_ID,), pad_id=tasks.PAD_ID,
+                        share_prefill=True)
   knobs = dict(temperature=config.temperature, top_p=config.top_p,
                top_k=config.top_k)
   key = jax.random.key(config.seed)
@@ -555,9 +569,9 @@ def bench_shared_prefill(config, cfg, params) -> list[dict[str, Any]]:
                      gflop=gflop, gflop_per_s=gflop / r["seconds"]))
   t = config.long_new_tokens
   samplers = {
-      impl: sampling.make_sampler(
-          cfg, group_size=g, max_new_tokens=t, eos_ids=(tasks.EOS_ID,),
-          pad_id=tasks.PAD_ID, share_prefill=impl == "shared")
+      impl: get_sampler(cfg, group_size=g, max_new_tokens=t,
+                        eos_ids=(tasks.EOS_ID,), pad_id=tasks.PAD_ID,
+                        share_prefill=impl == "shared")
       for impl in ("shared", "repeated")}
   key = jax.random.key(config.seed + 1)
   outs = {}

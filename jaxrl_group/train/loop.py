@@ -196,10 +196,15 @@ def run(c, workdir: str, *, stream=sys.stderr) -> dict[str, Any]:
     spec = jax.ShapeDtypeStruct((c.rl.prompts_per_step,
                                  exp.sampler.group_size), jnp.float32)
     adv_state = (advantages.EmptyState() if adv_tx is None
-                 else jax.device_put(adv_tx.init(spec), repl))
-    return TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), repl),
-                      params=params, opt_state=opt_state, adv_state=adv_state,
-                      key=jax.device_put(key, repl), ref_params=ref_params)
+                 else adv_tx.init(spec))
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                       opt_state=opt_state, adv_state=adv_state, key=key,
+                       ref_params=ref_params)
+    # Leaves made without a mesh sharding (scalars such as Adam's count)
+    # are replicated over the mesh, so the jitted step sees one mesh.
+    return jax.tree.map(
+        lambda x: x if isinstance(x.sharding, jax.sharding.NamedSharding)
+        else jax.device_put(x, repl), state)
 
   init_params = jax.jit(lambda k: models.init_params(cfg, k),
                         out_shardings=param_sh)

@@ -145,19 +145,19 @@ def test_samples_of_a_group_differ_and_keys_matter():
 # EOS, lengths and padding.
 
 
-def expected_layout(tokens_BxGxT, eos_ids, pad_id):
+def expected_layout(tokens_BxGxT, eos_ids):
   """Lengths, mask and truncation of each row, from its first EOS, in numpy."""
   is_eos = np.isin(tokens_BxGxT, eos_ids)
   truncated = ~np.any(is_eos, axis=-1)
   lengths = np.where(truncated, tokens_BxGxT.shape[-1],
                      np.argmax(is_eos, axis=-1) + 1)
   mask = np.arange(tokens_BxGxT.shape[-1]) < lengths[..., None]
-  return lengths, mask, truncated, pad_id
+  return lengths, mask, truncated
 
 
 def test_eos_ends_rows_and_pads_after():
   r = rollout()
-  lengths, mask, truncated, _ = expected_layout(r.tokens_BxGxT, EOS, 0)
+  lengths, mask, truncated = expected_layout(r.tokens_BxGxT, EOS)
   # The seed gives both kinds of rows, and rows ending at several steps.
   assert np.any(truncated) and np.any(~truncated)
   assert len(np.unique(lengths[~truncated])) >= 3
@@ -209,7 +209,7 @@ def test_forced_eos_ends_every_row_after_one_token():
 def test_greedy_is_argmax_of_teacher_forcing():
   r = rollout(greedy=True, pad_id=3)
   logits = np.asarray(teacher_logits(params(), *prompts(), r.tokens_BxGxT))
-  lengths, mask, truncated, _ = expected_layout(r.tokens_BxGxT, EOS, 3)
+  lengths, mask, truncated = expected_layout(r.tokens_BxGxT, EOS)
   np.testing.assert_array_equal(r.mask_BxGxT, mask)
   np.testing.assert_array_equal(r.lengths_BxG, lengths)
   np.testing.assert_array_equal(r.truncated_BxG, truncated)
