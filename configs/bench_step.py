@@ -66,10 +66,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # compiler_options=...)``); empty: XLA's defaults, as ``jax.jit`` uses.
   c.compiler_options = {}
 
-  # The plain jitted fp32 matmuls measured in the same run, the reference of
-  # the achieved GFLOP/s: a square n x n x n one and the learner's largest
-  # GEMM, [B * G * T, D] x [D, F].
+  # The plain jitted fp32 matmuls timed in the same rounds, the reference
+  # of the achieved GFLOP/s: a square n x n x n one and the learner's
+  # largest GEMM, [B * G * T, D] x [D, F]. One timed sample runs as many
+  # back to back as last matmul_sample_s.
   c.matmul_size = 1024
+  c.matmul_sample_s = 0.2
 
   c.target_step_s = 0.75  # seconds per step on the 2-core CPU
 
@@ -86,6 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.max_new_tokens = 4   # the longest add2 answer: 3 digits and EOS
     c.repeats = 2
     c.matmul_size = 128
+    c.matmul_sample_s = 0.01
     # Compiling dominates a run this small; these cut it about 6 times.
     c.compiler_options = {"xla_backend_optimization_level": 0,
                           "xla_cpu_use_fusion_emitters": False}

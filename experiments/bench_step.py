@@ -18,7 +18,9 @@ Each compiled function is timed, its repeats interleaved with the others':
   (``with_batches``, as the host loop runs it), jitted with the state
   donated; its state carries over from call to call.
 * ``matmul``: plain jitted fp32 matmuls, the reference rate: a square
-  ``n x n x n`` one and the learner's largest GEMM ``[B G T, D] x [D, F]``.
+  ``n x n x n`` one and the learner's largest GEMM ``[B G T, D] x [D, F]``
+  (a sample runs enough of them back to back to last
+  ``matmul_sample_s``).
 
 Compile time is reported apart from the steady state: ``lower_s`` (trace
 and lower), ``compile_s`` (XLA) and ``first_call_s`` (the first run of the
@@ -27,13 +29,12 @@ first time beyond a steady call, ``lower_s + compile_s + first_call_s -
 seconds``.
 
 Tokens: with random weights a completion ends at EOS with probability about
-1/64 per token, so most rows run all T tokens (and every reward, hence every
-advantage and the gradient, is 0; the compiled programs do the same work
-whatever the values). "Valid" tokens are generated
-tokens up to and including EOS; "slots" are all ``B G T`` output positions.
-The learner's tokens are prompt and completion tokens of every sample
-(slots ``B G (P + T)``; valid: real prompt tokens and valid completion
-tokens).
+1/64 per token, so most rows run all T tokens; every reward, hence every
+advantage and the gradient, is 0 (the compiled programs do the same work
+whatever the values). "Valid" tokens are generated tokens up to and
+including EOS; "slots" are all ``B G T`` output positions. The learner's
+tokens are prompt and completion tokens of every sample (slots
+``B G (P + T)``; valid: real prompt tokens and valid completion tokens).
 
 FLOPs, 2 per multiply-add, from ``cfg.flops_per_token(context)`` (the
 weights' matmuls plus attention over ``context`` keys):
@@ -51,9 +52,11 @@ weights' matmuls plus attention over ``context`` keys):
   ``2 N B G T`` for sampling plus ``6 N B G (P + T)`` for learning, N the
   number of parameters.
 
-Achieved GFLOP/s is FLOPs over the median time, also as a fraction of the
-reference matmuls' rate. Every figure carries the 1-minute load average
-(mean over its repeats). Results go to a JSON file.
+Achieved GFLOP/s is FLOPs over the median time. Its fraction of the
+reference matmuls' rate is the median over rounds of the ratio within a
+round, as the load of a shared machine moves between rounds. Every figure
+carries the 1-minute load average (mean over its repeats); the JSON keeps
+every sample with the load after it.
 
 Run from the repository root::
 
@@ -312,32 +315,23 @@ def time_interleaved(calls: dict[str, Callable[[], Any]],
   return res
 
 
-def time_repeated(call: Callable[[], Any], *, min_time_s: float = 0.2,
-                  repeats: int = 5) -> dict[str, Any]:
-  """Median seconds per call of a fast call, in batches of calls.
+def calls_per_sample(call: Callable[[], Any], min_time_s: float) -> int:
+  """How many calls of a fast ``call`` make one sample of ``min_time_s``.
 
-  Calls are batched until one batch lasts ``min_time_s / repeats``, so that
-  dispatch overhead and timer resolution do not dominate.
+  The call runs once untimed (it compiles), then in doubling batches until
+  a batch lasts ``min_time_s``, so that dispatch overhead and timer
+  resolution do not dominate a sample.
   """
   call()
   number = 1
-  while True:
+  while number < 1 << 16:
     start = time.perf_counter()
     for _ in range(number):
       call()
-    elapsed = time.perf_counter() - start
-    if elapsed >= min_time_s / repeats or number >= 1 << 16:
+    if time.perf_counter() - start >= min_time_s:
       break
     number *= 2
-  samples, loads = [elapsed / number], [_load()]
-  for _ in range(repeats - 1):
-    start = time.perf_counter()
-    for _ in range(number):
-      call()
-    samples.append((time.perf_counter() - start) / number)
-    loads.append(_load())
-  return {"seconds": statistics.median(samples), "samples_s": samples,
-          "loads": loads, "number": number}
+  return number
 
 
 # --------------------------------------------------------------------------
@@ -348,20 +342,34 @@ def _row(measurement, impl, **fields):
   row = {"measurement": measurement, "impl": impl,
          "label": LABELS[(measurement, impl)],
          "tokens_counted": TOKENS_COUNTED.get(measurement), "shape": None,
-         "seconds": None, "samples_s": None, "load_avg_1m": None,
+         "seconds": None, "min_s": None, "samples_s": None,
+         "load_avg_1m": None,
          "loads": None, "lower_s": None, "compile_s": None,
          "first_call_s": None, "warmup_s": None, "valid_tokens": None,
          "slots": None, "valid_tokens_per_s": None, "slots_per_s": None,
          "gflop": None, "gflop_per_s": None, "nominal_gflop": None,
-         "nominal_gflop_per_s": None}
+         "nominal_gflop_per_s": None, "fraction_of_matmul": None}
   row.update(fields)
   return row
 
 
 def _timed_fields(res: dict[str, Any]) -> dict[str, Any]:
-  return {"seconds": res["seconds"], "samples_s": res["samples_s"],
-          "loads": res["loads"],
+  return {"seconds": res["seconds"], "min_s": min(res["samples_s"]),
+          "samples_s": res["samples_s"], "loads": res["loads"],
           "load_avg_1m": statistics.fmean(res["loads"])}
+
+
+def round_fraction(row: dict[str, Any], ref: dict[str, Any],
+                   flops_key: str = "gflop") -> float:
+  """Median over the timed rounds of ``row``'s GFLOP/s over ``ref``'s.
+
+  Both were timed in the same rounds (sample i of each in round i), so
+  each ratio compares rates under the same load, which moves between
+  rounds on a shared machine.
+  """
+  return statistics.median(
+      (row[flops_key] / s) / (ref["gflop"] / r)
+      for s, r in zip(row["samples_s"], ref["samples_s"]))
 
 
 def _compile_fields(times: dict[str, float], first_s: float,
@@ -460,7 +468,12 @@ def consistency_checks(params0, ref_params, step_params, rollout_tokens,
 
 def bench_step(config, c, exp, checks) -> tuple[list[dict[str, Any]],
                                                 dict[str, Any]]:
-  """Times the sampler, the two halves and the whole step; (rows, extra)."""
+  """Times the sampler, the two halves, the whole step and the matmuls.
+
+  Returns:
+    ``(rows, extra)``: a row per measurement, and the first step's, the
+    ``collect``'s and the ``learn``'s training metrics.
+  """
   cfg = exp.model_cfg
   b, g = c.rl.prompts_per_step, exp.sampler.group_size
   p, t = exp.task.prompt_len, exp.sampler.max_new_tokens
@@ -531,8 +544,13 @@ def bench_step(config, c, exp, checks) -> tuple[list[dict[str, Any]],
   checks.extend(consistency_checks(
       state0.params, ref_params, step_params1, ref_rollout.tokens_BxGxT,
       data0["tokens"], step0, cmetrics0))
-  res = time_interleaved({"rollout": rollout, "collect": collect,
-                          "learn": learn, "step": step}, config.repeats)
+  # The reference matmuls run in the same rounds, so that their rate is
+  # measured under the same load as the step's.
+  matmuls = matmul_calls(config, exp)
+  res = time_interleaved(
+      {"rollout": rollout, "collect": collect, "learn": learn, "step": step,
+       **{f"matmul_{k}": v["call"] for k, v in matmuls.items()}},
+      config.repeats)
   rows = []
   nominal = nominal_flops(cfg, b, g, p, t)
   learn_gflop = learner_flops(cfg, b, g, p, t) / 1e9
@@ -564,39 +582,59 @@ def bench_step(config, c, exp, checks) -> tuple[list[dict[str, Any]],
         nominal_gflop_per_s=nominal_gflop / r["seconds"]))
     _progress(config, f"{name}: {r['seconds'] * 1e3:.1f} ms, load "
                       f"{rows[-1]['load_avg_1m']:.2f}")
+  for impl, mm in matmuls.items():
+    r = res[f"matmul_{impl}"]
+    per_call = [x / mm["number"] for x in r["samples_s"]]
+    seconds = statistics.median(per_call)
+    rows.append(_row(
+        "matmul", impl, seconds=seconds, min_s=min(per_call),
+        samples_s=per_call, loads=r["loads"],
+        load_avg_1m=statistics.fmean(r["loads"]),
+        calls_per_sample=mm["number"], gflop=mm["gflop"],
+        gflop_per_s=mm["gflop"] / seconds, shape=mm["shape"]))
+    _progress(config, f"matmul {impl}: {rows[-1]['gflop_per_s']:.1f} "
+                      f"GFLOP/s, load {rows[-1]['load_avg_1m']:.2f}")
   extra = {"step_metrics_first": {k: float(v) for k, v in step0.items()},
            "collect_metrics": {k: float(v) for k, v in cmetrics0.items()},
            "learn_metrics": {k: float(v) for k, v in lmetrics0.items()}}
   return rows, extra
 
 
-def bench_matmuls(config, exp) -> list[dict[str, Any]]:
-  """The reference matmul rates, jitted fp32."""
+def matmul_calls(config, exp) -> dict[str, dict[str, Any]]:
+  """The reference matmuls, jitted fp32, as thunks to time with the rest.
+
+  Returns:
+    impl -> ``call`` (a thunk running ``number`` matmuls, blocking),
+    ``number``, ``gflop`` (of one matmul) and ``shape``.
+  """
   cfg = exp.model_cfg
-  rows = []
   n = config.matmul_size
-  a = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  square = jax.jit(lambda x: x @ x)
-  r = time_repeated(lambda: square(a).block_until_ready())
-  gflop = 2 * n ** 3 / 1e9
-  rows.append(_row("matmul", "square", **_timed_fields(r), gflop=gflop,
-                   gflop_per_s=gflop / r["seconds"], shape=f"{n}×{n}×{n}"))
   m = config.num_prompts * config.group_size * config.max_new_tokens
   d, f = cfg.d_model, cfg.mlp_dim
-  k1, k2 = jax.random.split(jax.random.key(2))
-  x = jax.random.normal(k1, (m, d), jnp.float32)
-  w = cfg.init_std * jax.random.normal(k2, (d, f), jnp.float32)
-  gemm = jax.jit(lambda x, w: x @ w)
-  r = time_repeated(lambda: gemm(x, w).block_until_ready())
-  gflop = 2 * m * d * f / 1e9
-  rows.append(_row("matmul", "learner_gemm", **_timed_fields(r),
-                   gflop=gflop, gflop_per_s=gflop / r["seconds"],
-                   shape=f"{m}×{d}×{f}"))
-  for row in rows:
-    _progress(config, f"matmul {row['impl']}: "
-                      f"{row['gflop_per_s']:.1f} GFLOP/s, load "
-                      f"{row['load_avg_1m']:.2f}")
-  return rows
+  k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+  mm = jax.jit(lambda x, w: x @ w)
+  operands = {
+      "square": (jax.random.normal(k1, (n, n), jnp.float32),
+                 jax.random.normal(k2, (n, n), jnp.float32) / n ** 0.5,
+                 f"{n}×{n}×{n}", 2 * n ** 3),
+      "learner_gemm": (jax.random.normal(k3, (m, d), jnp.float32),
+                       cfg.init_std * jax.random.normal(
+                           k2, (d, f), jnp.float32),
+                       f"{m}×{d}×{f}", 2 * m * d * f),
+  }
+  out = {}
+  for impl, (x, w, shape, flops) in operands.items():
+    number = calls_per_sample(lambda x=x, w=w: mm(x, w).block_until_ready(),
+                              config.matmul_sample_s)
+
+    def call(x=x, w=w, number=number):
+      for _ in range(number):
+        y = mm(x, w)
+      y.block_until_ready()
+
+    out[impl] = {"call": call, "number": number, "gflop": flops / 1e9,
+                 "shape": shape}
+  return out
 
 
 def _get(rows, measurement, impl):
@@ -616,6 +654,7 @@ def headline(rows: list[dict[str, Any]], config) -> dict[str, Any]:
   halves = collect["seconds"] + learn["seconds"]
   return {
       "step_s": step["seconds"],
+      "step_min_s": step["min_s"],
       "step_load_avg_1m": step["load_avg_1m"],
       "target_step_s": config.target_step_s,
       "meets_target": step["seconds"] <= config.target_step_s,
@@ -637,11 +676,10 @@ def headline(rows: list[dict[str, Any]], config) -> dict[str, Any]:
       "step_nominal_gflop_per_s": step["nominal_gflop_per_s"],
       "matmul_gflop_per_s": square["gflop_per_s"],
       "learner_gemm_gflop_per_s": gemm["gflop_per_s"],
-      "fraction_of_square_matmul": step["gflop_per_s"]
-                                   / square["gflop_per_s"],
-      "fraction_of_learner_gemm": step["gflop_per_s"] / gemm["gflop_per_s"],
-      "nominal_fraction_of_square_matmul": step["nominal_gflop_per_s"]
-                                           / square["gflop_per_s"],
+      "fraction_of_square_matmul": round_fraction(step, square),
+      "fraction_of_learner_gemm": round_fraction(step, gemm),
+      "nominal_fraction_of_square_matmul": round_fraction(
+          step, square, "nominal_gflop"),
   }
 
 
@@ -665,12 +703,9 @@ def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
   meta["load_avg_1m_start"] = load_start
   checks = []
   rows, metrics = bench_step(config, c, exp, checks)
-  rows += bench_matmuls(config, exp)
+  square = _get(rows, "matmul", "square")
   for r in rows:
-    if r["gflop_per_s"] is not None:
-      r["fraction_of_matmul"] = (r["gflop_per_s"]
-                                 / _get(rows, "matmul", "square")[
-                                     "gflop_per_s"])
+    r["fraction_of_matmul"] = round_fraction(r, square)
   meta["load_avg_1m_end"] = _load()
   meta["total_time_s"] = time.perf_counter() - start
   return {"metadata": meta, "rows": rows, "checks": checks,
@@ -702,7 +737,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         f"{_num(r['valid_tokens_per_s'], ',.0f')} | "
         f"{_num(r['slots_per_s'], ',.0f')} | {_num(r['gflop'], '.2f')} | "
         f"{_num(r['gflop_per_s'], '.1f')} | "
-        f"{_num(r.get('fraction_of_matmul'), '.0%')} | "
+        f"{_num(r['fraction_of_matmul'], '.0%')} | "
         f"{r['load_avg_1m']:.2f} |")
   return "\n".join(lines)
 
@@ -718,9 +753,10 @@ def format_summary(results: dict[str, Any]) -> str:
            f"{meta['model']['num_params']:,} params, {step['shape']}):"]
   lines.append(
       f"  whole step: {h['step_s']:.3f} s (median of "
-      f"{len(step['samples_s'])}, load {h['step_load_avg_1m']:.2f}; "
-      f"{verdict} the target ≤ {h['target_step_s']:g} s); compile "
-      f"{h['step_compile_s']:.1f} s, warm-up {h['step_warmup_s']:.1f} s")
+      f"{len(step['samples_s'])}, fastest {h['step_min_s']:.3f} s, load "
+      f"{h['step_load_avg_1m']:.2f}; {verdict} the target ≤ "
+      f"{h['target_step_s']:g} s); compile {h['step_compile_s']:.1f} s, "
+      f"warm-up {h['step_warmup_s']:.1f} s")
   lines.append(
       f"  halves: collect {h['collect_s']:.3f} s ({h['collect_share']:.0%}, "
       f"load {collect['load_avg_1m']:.2f}), learn {h['learn_s']:.3f} s "
@@ -732,12 +768,12 @@ def format_summary(results: dict[str, Any]) -> str:
       f"{h['learner_tokens_per_s']:,.0f} prompt+completion tok/s")
   lines.append(
       f"  achieved {h['step_gflop_per_s']:.1f} GFLOP/s executed "
-      f"({h['step_gflop']:.1f} GFLOP) = {h['fraction_of_square_matmul']:.0%}"
-      f" of the square matmul ({h['matmul_gflop_per_s']:.1f} GFLOP/s), "
-      f"{h['fraction_of_learner_gemm']:.0%} of the learner GEMM; nominal "
-      f"{h['step_nominal_gflop']:.1f} GFLOP (2N·BGT + 6N·BG(P+T)) = "
-      f"{h['step_nominal_gflop_per_s']:.1f} GFLOP/s, "
-      f"{h['nominal_fraction_of_square_matmul']:.0%} of the matmul")
+      f"({h['step_gflop']:.1f} GFLOP), {h['step_nominal_gflop_per_s']:.1f} "
+      f"nominal ({h['step_nominal_gflop']:.1f} GFLOP = 2N·BGT + "
+      f"6N·BG(P+T)); per round, {h['fraction_of_square_matmul']:.0%} "
+      f"(nominal {h['nominal_fraction_of_square_matmul']:.0%}) of the "
+      f"square matmul (median {h['matmul_gflop_per_s']:.1f} GFLOP/s), "
+      f"{h['fraction_of_learner_gemm']:.0%} of the learner GEMM")
   m = results["metrics"]["step_metrics_first"]
   lines.append(
       f"Step metrics (first step): reward {m['reward']:.3f}, completion "

@@ -1,4 +1,4 @@
-"""Trains a policy from a config: ``python -m jaxrl_group.main --config=... --workdir=...``.
+"""Trains a policy from a config file, into a work directory.
 
 Example::
 

@@ -255,7 +255,10 @@ def make_sampler(cfg: ModelConfig, *, group_size: int, max_new_tokens: int,
                  eos_ids: Sequence[int], greedy: bool = False,
                  pad_id: int = 0, share_prefill: bool = True,
                  stop_early: bool = True, **jit_kwargs):
-  """Returns ``sampler(params, prompts_BxP, prompt_lengths_B, key, temperature=1.0, top_p=1.0, top_k=0) -> Rollout``, jitted once.
+  """Returns a jitted ``sampler(params, prompts, lengths, key, ...)``.
+
+  Its signature is ``sampler(params, prompts_BxP, prompt_lengths_B, key,
+  temperature=1.0, top_p=1.0, top_k=0) -> Rollout``, compiled once.
 
   The static settings are bound here; the knobs stay traced (passing them as
   Python floats converts them to weakly typed arrays, so new values reuse the

@@ -77,7 +77,8 @@ def _advantage(c, group_size: int):
   names = [n.strip() for n in c.advantage.name.split(",") if n.strip()]
   if not names:
     raise ConfigError("config.advantage.name is empty; name an estimator, "
-                      f"e.g. 'grpo'. Known: {', '.join(sorted(advantages.REGISTRY))}.")
+                      "e.g. 'grpo'. Known: "
+                      f"{', '.join(sorted(advantages.REGISTRY))}.")
   for n in names:
     if n not in advantages.REGISTRY:
       raise ConfigError(

@@ -97,7 +97,8 @@ def make_context_fn(requires: tuple[str, ...], *, model_cfg,
   missing = sorted(set(requires) - set(SUPPORTED))
   if missing:
     raise ValueError(f"the train step cannot provide context {missing} for "
-                     f"the advantage estimator; it provides {sorted(SUPPORTED)}.")
+                     "the advantage estimator; it provides "
+                     f"{sorted(SUPPORTED)}.")
   req = set(requires)
 
   def context(*, state, batch, rollout: Rollout, verifier_metrics,

@@ -280,7 +280,7 @@ def with_batches(step: Callable, sample_batch: Callable) -> Callable:
 
 
 def on_device_steps(step: Callable, num_steps: int) -> Callable:
-  """``state -> (state, metrics[num_steps])``: a ``lax.scan`` of a batchless step."""
+  """``state -> (state, stacked metrics)``: ``num_steps`` steps in a scan."""
 
   def run(state):
     return jax.lax.scan(lambda s, _: step(s), state, None, length=num_steps)

@@ -55,11 +55,18 @@ def test_json_has_a_row_per_measurement(quick_results):
     assert r["seconds"] > 0 and r["load_avg_1m"] >= 0
     assert len(r["samples_s"]) == len(r["loads"])
     assert r["seconds"] == np.median(r["samples_s"])
+    assert r["min_s"] == min(r["samples_s"])
     assert r["gflop_per_s"] == pytest.approx(r["gflop"] / r["seconds"])
+    assert r["fraction_of_matmul"] > 0
+  assert bench._get(rows, "matmul", "square")[
+      "fraction_of_matmul"] == pytest.approx(1.0)
+  # Every measurement, the matmuls included, was timed in the same rounds.
+  assert all(len(r["samples_s"]) == config.repeats for r in rows)
+  for impl in ("square", "learner_gemm"):
+    assert bench._get(rows, "matmul", impl)["calls_per_sample"] >= 1
   for name in STEP_ROWS:
     r = bench._get(rows, name, "sampler" if name == "rollout" else "step")
     assert (r["B"], r["G"], r["P"], r["T"]) == (b, g, p, t)
-    assert len(r["samples_s"]) == config.repeats
     for k in ("lower_s", "compile_s", "first_call_s", "warmup_s"):
       assert r[k] >= 0, (name, k)
     assert r["compile_s"] > 0
@@ -164,6 +171,15 @@ def test_flops_by_hand():
   assert n == 8 * 4 + 4 * 8 + 4 + (2 * 4 + 4 * 8 + 4 * 4 + 3 * 4 * 6)
   assert bench.nominal_flops(cfg, 3, 5, 2, 2) == {
       "sampler": 2 * n * 3 * 5 * 2, "learner": 6 * n * 3 * 5 * 4}
+
+
+def test_round_fraction_pairs_samples_of_the_same_round():
+  # Round 0: 4 GFLOP in 2 s against 1 GFLOP in 0.1 s = 2 / 10; round 1:
+  # 4 in 1 s against 1 in 0.5 s = 4 / 2; round 2: 4 in 4 s vs 1 in 1 s.
+  row = {"gflop": 4.0, "nominal_gflop": 8.0, "samples_s": [2.0, 1.0, 4.0]}
+  ref = {"gflop": 1.0, "samples_s": [0.1, 0.5, 1.0]}
+  assert bench.round_fraction(row, ref) == pytest.approx(1.0)  # 0.2, 2, 1
+  assert bench.round_fraction(row, ref, "nominal_gflop") == pytest.approx(2)
 
 
 def test_consistency_checks_catch_different_work():

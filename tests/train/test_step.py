@@ -36,12 +36,18 @@ def _rl_step(c, exp):
       entropy_on=exp.entropy_on, context_cfg=c.context)
 
 
+# Estimators with a required option.
+REQUIRED_KWARGS = {"clip": "max_abs=5.0"}
+
+
 class EveryEstimatorTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
       (n, n) for n in sorted(advantages.REGISTRY))
   def test_one_step(self, name):
-    c = common.tiny_config(**{"advantage.name": name})
+    c = common.tiny_config(**{"advantage.name": name,
+                              "advantage.kwargs": REQUIRED_KWARGS.get(
+                                  name, "")})
     exp = build_lib.build(c)
     params = models.init_params(exp.model_cfg, jax.random.key(0))
     b = c.rl.prompts_per_step
