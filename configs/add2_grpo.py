@@ -83,11 +83,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # or after `steps`.
   c.sft = config_dict.create(
       steps=3000, batch_size=64, lr=1e-3, warmup_steps=10,
-      eval_every=50, target_accuracy=0.4)
+      eval_every=10, target_accuracy=0.4)
 
   # Phase 2: RL.
   c.rl = config_dict.create(
-      steps=500, prompts_per_step=32, eval_every=50, steps_per_call=10)
+      steps=1200, prompts_per_step=32, eval_every=50, steps_per_call=10)
 
   # Held-out greedy evaluation, fixed by its seed.
   c.eval = config_dict.create(size=480, seed=1234)
