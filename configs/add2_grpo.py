@@ -37,7 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       name="tiny",
       d_model=128, num_layers=3, num_heads=4, num_kv_heads=2, head_dim=32,
       mlp_dim=512, max_seq_len=64,
-      param_dtype="float32", dtype="float32", remat=False)
+      param_dtype="float32", dtype="float32",
+      remat="matmuls")  # "none" | "matmuls" | "full": see models.ModelConfig
 
   # The task: a name from jaxrl_group.tasks.TASKS (generated on device).
   c.task = config_dict.create(name="add2", prompt_len=8)
@@ -73,10 +74,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       num_iterations=2,      # PPO epochs per rollout batch
       num_minibatches=1)     # optimizer steps per epoch
 
-  # Optimizers of the two phases.
+  # Optimizers of the two phases (the RL one: lr, warmup_steps in RL
+  # steps, a cosine decay to 0 over rl.steps; sft.* sets SFT's lr, warm-up
+  # and length, with the same name and schedule).
   c.optim = config_dict.create(
-      name="adamw", lr=1e-4, b1=0.9, b2=0.99, weight_decay=0.0,
-      warmup_steps=0, schedule="constant", max_grad_norm=1.0)
+      name="adamw", lr=2e-4, b1=0.9, b2=0.99, weight_decay=0.0,
+      warmup_steps=0, schedule="cosine", max_grad_norm=1.0)
 
   # Phase 1: supervised warm start on gold answers.
   # It stops at the first evaluation reaching target_accuracy (0 = never),

@@ -30,36 +30,31 @@ Run from the repository root::
 """
 
 import collections
-import datetime
 import gc
-import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
 from typing import Any, Callable
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-try:
-  import jaxrl_group  # pylint: disable=unused-import
-except ImportError:  # not pip-installed: use the checkout this file is in
-  sys.path.insert(0, _REPO_ROOT)
+# Loaded by path (as the tests do), its folder is not on sys.path for _common.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+  sys.path.insert(0, _HERE)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import _common  # first: it sets JAX_PLATFORMS and finds jaxrl_group
 import jax
 import jax.numpy as jnp
-import jaxlib
 import ml_collections
 import numpy as np
 
 from jaxrl_group import advantages as A
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-DEFAULT_CONFIG_PATH = os.path.join(_REPO_ROOT, "configs", "bench_adv.py")
+DEFAULT_CONFIG_PATH = os.path.join(_common.REPO_ROOT, "configs",
+                                   "bench_adv.py")
 
 # Implementations, in table order, with their table labels.
 IMPLS = {
@@ -74,11 +69,6 @@ GRPO_EPS = 1e-6  # verl's epsilon, also jaxrl_group's grpo default
 
 def _split(names: str) -> list[str]:
   return [s.strip() for s in names.split(",") if s.strip()]
-
-
-def _progress(config, msg: str) -> None:
-  if config.get("progress", True):
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------
@@ -470,7 +460,7 @@ def _row(impl, estimator, n, g, t, preset="default", **extra):
 
 def _skip(impl, estimator, n, g, t, reason, preset="default"):
   return _row(impl, estimator, n, g, t, preset, status="skipped",
-              skip_reason=reason, load_avg_1m=os.getloadavg()[0])
+              skip_reason=reason, load_avg_1m=_common.load_avg())
 
 
 def planned_impls(config, n: int, g: int, t: int) -> list[tuple[str, str]]:
@@ -643,7 +633,7 @@ def run_cell(config, n: int, g: int, t: int, inputs: dict[str, np.ndarray],
                 min_repeats=(config.loop_min_repeats if impl == "loop"
                              else config.min_repeats),
                 warmup=config.warmup if jitted else 0)
-    load = os.getloadavg()[0]
+    load = _common.load_avg()
     us = m["seconds"] * 1e6
     rows.append(_row(impl, name, n, g, t, preset, us_per_call=us,
                      rows_per_s=n / m["seconds"], number=m["number"],
@@ -651,8 +641,8 @@ def run_cell(config, n: int, g: int, t: int, inputs: dict[str, np.ndarray],
                      samples_us=[s * 1e6 for s in m["samples_s"]],
                      min_us=min(m["samples_s"]) * 1e6,
                      load_avg_1m=load))
-    _progress(config, f"  {cell} {IMPLS[impl]:>16} {name:<22} "
-              f"{us:>14,.1f} us/call  load {load:.2f}")
+    _common.progress(config, f"  {cell} {IMPLS[impl]:>16} {name:<22} "
+                     f"{us:>14,.1f} us/call  load {load:.2f}")
     gc.collect()
   fns.clear()
   return rows, checks
@@ -700,28 +690,6 @@ def headline(rows: list[dict[str, Any]], config) -> dict[str, Any]:
   return out
 
 
-def metadata(config) -> dict[str, Any]:
-  """Versions, device and machine of this run."""
-  dev = jax.devices()[0]
-  try:
-    affinity = len(os.sched_getaffinity(0))
-  except AttributeError:
-    affinity = None
-  return {
-      "jax_version": jax.__version__,
-      "jaxlib_version": jaxlib.__version__,
-      "numpy_version": np.__version__,
-      "python_version": platform.python_version(),
-      "device": str(dev), "platform": dev.platform,
-      "device_kind": dev.device_kind, "num_devices": jax.device_count(),
-      "cpu_count": os.cpu_count(), "cpu_affinity": affinity,
-      "machine": platform.machine(),
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-      "env": {k: os.environ.get(k) for k in ("JAX_PLATFORMS", "XLA_FLAGS")},
-      "config": config.to_dict(),
-  }
-
-
 def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Runs the whole grid; returns ``{"metadata", "rows", "checks", ...}``.
 
@@ -734,8 +702,8 @@ def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
     correctness checks that passed; a failing one raises) and ``headline``.
   """
   start = time.perf_counter()
-  meta = metadata(config)
-  meta["load_avg_1m_start"] = os.getloadavg()[0]
+  meta = _common.metadata(config)
+  meta["load_avg_1m_start"] = _common.load_avg()
   for name in (_split(config.estimators) + _split(config.token_estimators)):
     A.info(name)  # raises on an unknown name before anything runs
   rows, checks = [], []
@@ -749,7 +717,7 @@ def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
       if need_gib > limit:
         reason = (f"needs ~{need_gib:.1f} GiB (est.), over the "
                   f"{limit:.1f} GiB limit")
-        _progress(config, f"N={n} T={t}: skipped, {reason}")
+        _common.progress(config, f"N={n} T={t}: skipped, {reason}")
         for g in config.group_sizes:
           rows += [_skip(i, e, n, g, t, reason)
                    for i, e in planned_impls(config, n, g, t)]
@@ -757,7 +725,7 @@ def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
       inputs = make_inputs(n, t, config.p_success, config.seed)
       device_inputs = {k: jax.device_put(v) for k, v in inputs.items()}
       for g in config.group_sizes:
-        _progress(config, f"N={n} G={g} T={t}")
+        _common.progress(config, f"N={n} G={g} T={t}")
         cell_rows, cell_checks = run_cell(config, n, g, t, inputs,
                                           device_inputs)
         rows += cell_rows
@@ -765,7 +733,7 @@ def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
       del inputs, device_inputs
       gc.collect()
   add_speedups(rows)
-  meta["load_avg_1m_end"] = os.getloadavg()[0]
+  meta["load_avg_1m_end"] = _common.load_avg()
   meta["total_time_s"] = time.perf_counter() - start
   return {"metadata": meta, "rows": rows, "checks": checks,
           "headline": headline(rows, config)}
@@ -824,9 +792,8 @@ def format_summary(results: dict[str, Any]) -> str:
     if v is None:
       lines.append(f"  vs {ref}: not measured in this configuration")
     else:
-      verdict = "meets" if v >= target else "MISSES"
-      lines.append(f"  vs {ref}: {v:,.1f}× ({verdict} the target "
-                   f"≥ {target:g}×)")
+      lines.append(f"  vs {ref}: {v:,.1f}× ({_common.verdict(v, target)} the "
+                   f"target ≥ {target:g}×)")
   if h.get("masked_speedup_vs_numpy") is not None:
     lines.append(f"  with an explicit mask_BxG input: "
                  f"{h['masked_speedup_vs_loop']:,.1f}× vs loop, "
@@ -844,48 +811,15 @@ def format_summary(results: dict[str, Any]) -> str:
   skipped = [r for r in results["rows"] if r["status"] != "ok"]
   if skipped:
     lines.append(f"Skipped: {len(skipped)} rows (reasons in the table).")
-  lines.append(f"{meta['device']} ({meta['device_kind']}), "
-               f"{meta['cpu_count']} CPUs, jax {meta['jax_version']}; "
-               f"load avg {meta['load_avg_1m_start']:.2f} -> "
-               f"{meta['load_avg_1m_end']:.2f}; total "
-               f"{meta['total_time_s']:.1f} s.")
+  lines.append(_common.machine_summary(meta))
   return "\n".join(lines)
-
-
-def write_json(results: dict[str, Any], path: str) -> None:
-  """Writes the results to ``path`` (directories are created)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1)
 
 
 def run_and_report(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Runs the benchmark, prints the table and summary, writes the JSON."""
-  results = run_benchmark(config)
-  print(format_table(results["rows"]))
-  print()
-  print(format_summary(results))
-  write_json(results, config.output)
-  print(f"Wrote {os.path.abspath(config.output)}")
-  return results
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments: {argv[1:]}")
-  run_and_report(_CONFIG.value)
+  return _common.run_and_report(config, run_benchmark, format_table,
+                                format_summary)
 
 
 if __name__ == "__main__":
-  # pylint: disable=g-import-not-at-top
-  from absl import app
-  from ml_collections import config_flags
-
-  # Defined here, not at import, so that tests can import this module
-  # without registering a global flag.
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", DEFAULT_CONFIG_PATH,
-      "Benchmark config: configs/bench_adv.py[:quick], overrides with "
-      "--config.FIELD=VALUE.")
-  app.run(main)
+  _common.run_main(DEFAULT_CONFIG_PATH, run_and_report)

@@ -45,30 +45,25 @@ Run from the repository root::
   python experiments/bench_sampler.py --config=configs/bench_sampler.py:quick
 """
 
-import datetime
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 from typing import Any, Callable
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Read by torch's OpenMP runtime when it loads: spinning worker threads
 # would steal the cores that JAX's calls run on between torch calls.
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-try:
-  import jaxrl_group  # pylint: disable=unused-import
-except ImportError:  # not pip-installed: use the checkout this file is in
-  sys.path.insert(0, _REPO_ROOT)
+# Loaded by path (as the tests do), its folder is not on sys.path for _common.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+  sys.path.insert(0, _HERE)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import _common  # first: it sets JAX_PLATFORMS and finds jaxrl_group
 import jax
 import jax.numpy as jnp
-import jaxlib
 import ml_collections
 import numpy as np
 
@@ -77,7 +72,8 @@ from jaxrl_group import sampling
 from jaxrl_group import tasks
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-DEFAULT_CONFIG_PATH = os.path.join(_REPO_ROOT, "configs", "bench_sampler.py")
+DEFAULT_CONFIG_PATH = os.path.join(_common.REPO_ROOT, "configs",
+                                   "bench_sampler.py")
 TOKENIZER = tasks.CharTokenizer()
 
 # Measurements, in table order: (measurement, impl) -> label.
@@ -91,15 +87,6 @@ LABELS = {
     ("sampler_long", "shared"): "sampler share_prefill=True",
     ("sampler_long", "repeated"): "sampler share_prefill=False",
 }
-
-
-def _progress(config, msg: str) -> None:
-  if config.get("progress", True):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _load() -> float:
-  return os.getloadavg()[0]
 
 
 # --------------------------------------------------------------------------
@@ -148,79 +135,6 @@ def make_long_prompts(n: int, width: int,
 # FLOPs and timing.
 
 
-def prefill_flops(cfg: models.ModelConfig, b: int, p: int) -> int:
-  """Useful matmul FLOPs of prefilling ``b`` prompts of width ``p``."""
-  unembed = 2 * cfg.d_model * cfg.vocab_size
-  per_prompt = sum(cfg.flops_per_token(i + 1) - unembed for i in range(p))
-  return b * (per_prompt + unembed)
-
-
-def rollout_flops(cfg: models.ModelConfig, b: int, g: int, p: int,
-                  longest: int) -> int:
-  """Useful matmul FLOPs of one rollout (see the module docstring).
-
-  Args:
-    cfg: the model.
-    b: prompts B (each prefilled once).
-    g: samples per prompt G.
-    p: prompt width P.
-    longest: tokens of the longest sample (decode steps + 1).
-
-  Returns:
-    FLOPs of the prefill and the ``longest - 1`` decode steps.
-  """
-  decode = sum(cfg.flops_per_token(p + s + 1) for s in range(longest - 1))
-  return prefill_flops(cfg, b, p) + b * g * decode
-
-
-def time_call(call: Callable[[], Any]) -> tuple[float, float, Any, float]:
-  """Runs ``call`` once.
-
-  Returns:
-    ``(seconds, cpu_seconds, its result, load average)``; ``cpu_seconds``
-    is the process's CPU time (all threads), which other jobs on a shared
-    machine disturb less than the wall time.
-  """
-  start, cpu = time.perf_counter(), time.process_time()
-  out = call()
-  return (time.perf_counter() - start, time.process_time() - cpu, out,
-          _load())
-
-
-def time_interleaved(calls: dict[str, Callable[[], Any]], repeats: int,
-                     warmup: int) -> dict[str, dict[str, Any]]:
-  """Times each thunk ``repeats`` times, alternating between them.
-
-  Args:
-    calls: name -> a thunk that runs one call to completion (blocking).
-    repeats: timed calls of each.
-    warmup: untimed calls of each first.
-
-  Returns:
-    name -> ``samples_s``, ``cpu_samples_s``, ``outputs`` (of the timed
-    calls), ``loads`` (load average after each call), ``seconds`` and
-    ``cpu_seconds`` (medians).
-  """
-  for _ in range(warmup):
-    for call in calls.values():
-      call()
-  res = {k: {"samples_s": [], "cpu_samples_s": [], "outputs": [],
-             "loads": []} for k in calls}
-  for i in range(repeats):
-    # Alternate which goes first too, so neither always follows the other.
-    names = list(calls) if i % 2 == 0 else list(calls)[::-1]
-    for k in names:
-      s, cpu, out, load = time_call(calls[k])
-      res[k]["samples_s"].append(s)
-      res[k]["cpu_samples_s"].append(cpu)
-      res[k]["outputs"].append(out)
-      res[k]["loads"].append(load)
-  for r in res.values():
-    r["seconds"] = statistics.median(r["samples_s"])
-    r["cpu_seconds"] = statistics.median(r["cpu_samples_s"])
-  return res
-
-
 def time_repeated(call: Callable[[], Any], *, min_time_s: float = 0.2,
                   repeats: int = 5) -> dict[str, Any]:
   """Median seconds per call of a fast call, in batches of calls.
@@ -245,7 +159,7 @@ def time_repeated(call: Callable[[], Any], *, min_time_s: float = 0.2,
       call()
     samples.append((time.perf_counter() - start) / number)
     cpu_samples.append((time.process_time() - cpu) / number)
-    loads.append(_load())
+    loads.append(_common.load_avg())
   return {"seconds": statistics.median(samples), "samples_s": samples,
           "cpu_seconds": statistics.median(cpu_samples),
           "cpu_samples_s": cpu_samples, "loads": loads, "number": number}
@@ -400,28 +314,14 @@ def _timed_fields(res: dict[str, Any]) -> dict[str, Any]:
 
 def metadata(config, torch, transformers) -> dict[str, Any]:
   """Versions, device and machine of this run."""
-  dev = jax.devices()[0]
-  try:
-    affinity = len(os.sched_getaffinity(0))
-  except AttributeError:
-    affinity = None
-  return {
-      "jax_version": jax.__version__,
-      "jaxlib_version": jaxlib.__version__,
-      "numpy_version": np.__version__,
-      "torch_version": getattr(torch, "__version__", None),
-      "transformers_version": getattr(transformers, "__version__", None),
-      "torch_threads": torch.get_num_threads() if torch else None,
-      "python_version": platform.python_version(),
-      "device": str(dev), "platform": dev.platform,
-      "device_kind": dev.device_kind, "num_devices": jax.device_count(),
-      "cpu_count": os.cpu_count(), "cpu_affinity": affinity,
-      "machine": platform.machine(),
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-      "env": {k: os.environ.get(k) for k in
-              ("JAX_PLATFORMS", "XLA_FLAGS", "OMP_WAIT_POLICY")},
-      "config": config.to_dict(),
-  }
+  return _common.metadata(
+      config,
+      libraries={
+          "torch_version": getattr(torch, "__version__", None),
+          "transformers_version": getattr(transformers, "__version__",
+                                          None),
+          "torch_threads": torch.get_num_threads() if torch else None},
+      env=("JAX_PLATFORMS", "XLA_FLAGS", "OMP_WAIT_POLICY"))
 
 
 def bench_rollouts(config, cfg, params, torch, transformers, checks
@@ -447,7 +347,7 @@ def bench_rollouts(config, cfg, params, torch, transformers, checks
     lengths = np.asarray(jax.block_until_ready(r.lengths_BxG))
     return int(lengths.sum()), int(lengths.max())
 
-  first_s, _, _, _ = time_call(ours)
+  first_s, _, _, _ = _common.time_call(ours, cpu_time=True)
   calls = {"jax": ours}
   skip_reason = None
   if torch is None:
@@ -480,26 +380,27 @@ def bench_rollouts(config, cfg, params, torch, transformers, checks
       return count_valid(out[:, p:].numpy(), tasks.EOS_ID)
 
     calls["torch"] = theirs
-  res = time_interleaved(calls, config.repeats, config.warmup)
+  res = _common.time_interleaved(calls, config.repeats, config.warmup,
+                                 cpu_time=True)
   rows = []
   for impl, r in res.items():
     valid = statistics.fmean(v for v, _ in r["outputs"])
     gflop = statistics.fmean(
-        rollout_flops(cfg, b, g, p, longest) for _, longest in r["outputs"]
-    ) / 1e9
+        _common.rollout_flops(cfg, b, g, p, longest)
+        for _, longest in r["outputs"]) / 1e9
     rows.append(_row(
         "rollout", impl, B=b, G=g, P=p, T=t, **_timed_fields(r),
         valid_tokens=valid, slots=slots,
         valid_tokens_per_s=valid / r["seconds"],
         slots_per_s=slots / r["seconds"], gflop=gflop,
         gflop_per_s=gflop / r["seconds"]))
-    _progress(config, f"rollout {impl}: {r['seconds'] * 1e3:.1f} ms, "
-                      f"load {rows[-1]['load_avg_1m']:.2f}")
+    _common.progress(config, f"rollout {impl}: {r['seconds'] * 1e3:.1f} ms, "
+                             f"load {rows[-1]['load_avg_1m']:.2f}")
   if skip_reason is not None:
     rows.append(_row("rollout", "torch", B=b, G=g, P=p, T=t,
                      status="skipped", skip_reason=skip_reason,
-                     load_avg_1m=_load()))
-    _progress(config, f"rollout torch: skipped, {skip_reason}")
+                     load_avg_1m=_common.load_avg()))
+    _common.progress(config, f"rollout torch: skipped, {skip_reason}")
   rows[0]["first_call_s"] = first_s
   rows[0]["compile_s"] = max(first_s - rows[0]["seconds"], 0.0)
   extra = {"prompt_examples": texts[:4], "prompt_len": p,
@@ -537,9 +438,9 @@ def bench_matmuls(config, cfg) -> list[dict[str, Any]]:
                    shape=f"{config.matmul_chain}× ({m}×{d}×{f} + "
                          f"{m}×{f}×{d})"))
   for row in rows:
-    _progress(config, f"matmul {row['impl']}: "
-                      f"{row['gflop_per_s']:.1f} GFLOP/s, load "
-                      f"{row['load_avg_1m']:.2f}")
+    _common.progress(config, f"matmul {row['impl']}: "
+                             f"{row['gflop_per_s']:.1f} GFLOP/s, load "
+                             f"{row['load_avg_1m']:.2f}")
   return rows
 
 
@@ -557,14 +458,14 @@ def bench_shared_prefill(config, cfg, params) -> list[dict[str, Any]]:
   def block(out):
     return jax.block_until_ready(out)
 
-  res = time_interleaved(
+  res = _common.time_interleaved(
       {"shared": lambda: block(prefill(params, prompts_BxP, lengths_B)),
        "repeated": lambda: block(prefill(params, rep_prompts, rep_lengths))},
-      config.long_repeats, config.warmup)
+      config.long_repeats, config.warmup, cpu_time=True)
   rows = []
   for impl, r in res.items():
     n = b if impl == "shared" else b * g
-    gflop = prefill_flops(cfg, n, p) / 1e9
+    gflop = _common.prefill_flops(cfg, n, p) / 1e9
     rows.append(_row("prefill", impl, B=b, G=g, P=p, **_timed_fields(r),
                      gflop=gflop, gflop_per_s=gflop / r["seconds"]))
   t = config.long_new_tokens
@@ -582,27 +483,21 @@ def bench_shared_prefill(config, cfg, params) -> list[dict[str, Any]]:
       outs[impl] = jax.block_until_ready(r)
     return call
 
-  res = time_interleaved({k: run(k) for k in samplers}, config.long_repeats,
-                         config.warmup)
+  res = _common.time_interleaved({k: run(k) for k in samplers},
+                                 config.long_repeats, config.warmup,
+                                 cpu_time=True)
   for impl, r in res.items():
     rows.append(_row("sampler_long", impl, B=b, G=g, P=p, T=t,
                      **_timed_fields(r), slots=b * g * t,
                      slots_per_s=b * g * t / r["seconds"]))
   for row in rows:
-    _progress(config, f"{row['measurement']} {row['impl']}: "
-                      f"{row['seconds'] * 1e3:.1f} ms, load "
-                      f"{row['load_avg_1m']:.2f}")
+    _common.progress(config, f"{row['measurement']} {row['impl']}: "
+                             f"{row['seconds'] * 1e3:.1f} ms, load "
+                             f"{row['load_avg_1m']:.2f}")
   # Same key, same samples: the two layouts must agree.
   np.testing.assert_array_equal(outs["shared"].tokens_BxGxT,
                                 outs["repeated"].tokens_BxGxT)
   return rows
-
-
-def _get(rows, measurement, impl):
-  for r in rows:
-    if (r["measurement"], r["impl"]) == (measurement, impl):
-      return r
-  raise KeyError((measurement, impl))
 
 
 def _ratio(a, b):
@@ -611,9 +506,10 @@ def _ratio(a, b):
 
 def headline(rows: list[dict[str, Any]], config) -> dict[str, Any]:
   """The ratios the benchmark is about, with their targets."""
-  ours, theirs = _get(rows, "rollout", "jax"), _get(rows, "rollout", "torch")
-  square = _get(rows, "matmul", "square")
-  gemm = _get(rows, "matmul", "decode_gemm")
+  ours = _common.get_row(rows, "rollout", "jax")
+  theirs = _common.get_row(rows, "rollout", "torch")
+  square = _common.get_row(rows, "matmul", "square")
+  gemm = _common.get_row(rows, "matmul", "decode_gemm")
   return {
       "valid_tokens_per_s": ours["valid_tokens_per_s"],
       "slots_per_s": ours["slots_per_s"],
@@ -631,11 +527,12 @@ def headline(rows: list[dict[str, Any]], config) -> dict[str, Any]:
       # torch's CPU time per rollout over ours (all threads of each).
       "vs_torch_cpu_time": _ratio(theirs["cpu_seconds"], ours["cpu_seconds"]),
       "target_vs_torch": config.target_vs_torch,
-      "shared_prefill_speedup": (_get(rows, "prefill", "repeated")["seconds"]
-                                 / _get(rows, "prefill", "shared")["seconds"]),
+      "shared_prefill_speedup": (
+          _common.get_row(rows, "prefill", "repeated")["seconds"]
+          / _common.get_row(rows, "prefill", "shared")["seconds"]),
       "shared_sampler_speedup": (
-          _get(rows, "sampler_long", "repeated")["seconds"]
-          / _get(rows, "sampler_long", "shared")["seconds"]),
+          _common.get_row(rows, "sampler_long", "repeated")["seconds"]
+          / _common.get_row(rows, "sampler_long", "shared")["seconds"]),
       "target_shared_prefill": config.target_shared_prefill,
   }
 
@@ -656,7 +553,7 @@ def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
   torch, transformers = (import_torch() if config.torch
                          else (None, "disabled by config.torch = False"))
   meta = metadata(config, torch, transformers)
-  meta["load_avg_1m_start"] = _load()
+  meta["load_avg_1m_start"] = _common.load_avg()
   cfg = models.get_model_config(config.model)
   # One compiled init instead of one small program per parameter.
   params = jax.jit(models.init_params, static_argnums=0)(
@@ -674,7 +571,7 @@ def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
   checks.append({"check": "share_prefill=True tokens == share_prefill="
                           "False tokens (long prompts)", "max_abs_err": 0.0,
                  "passed": True})
-  meta["load_avg_1m_end"] = _load()
+  meta["load_avg_1m_end"] = _common.load_avg()
   meta["total_time_s"] = time.perf_counter() - start
   return {"metadata": meta, "rows": rows, "checks": checks,
           "headline": headline(rows, config), "prompts": prompts}
@@ -682,10 +579,6 @@ def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------
 # Output.
-
-
-def _num(x, fmt):
-  return "—" if x is None else format(x, fmt)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -707,21 +600,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
       ms, cpu_ms = f"SKIPPED: {r['skip_reason']}", "—"
     lines.append(
         f"| {r['measurement']} | {r['label']} | {shape} | {ms} | {cpu_ms} | "
-        f"{_num(r['valid_tokens_per_s'], ',.0f')} | "
-        f"{_num(r['slots_per_s'], ',.0f')} | "
-        f"{_num(r['gflop_per_s'], '.1f')} | {r['load_avg_1m']:.2f} |")
+        f"{_common.num(r['valid_tokens_per_s'], ',.0f')} | "
+        f"{_common.num(r['slots_per_s'], ',.0f')} | "
+        f"{_common.num(r['gflop_per_s'], '.1f')} | {r['load_avg_1m']:.2f} |")
   return "\n".join(lines)
-
-
-def _verdict(value, target):
-  return "meets" if value >= target else "MISSES"
 
 
 def format_summary(results: dict[str, Any]) -> str:
   """The headline ratios, the checks and the run time, as text."""
   h, meta = results["headline"], results["metadata"]
   rows = results["rows"]
-  ours, theirs = _get(rows, "rollout", "jax"), _get(rows, "rollout", "torch")
+  ours = _common.get_row(rows, "rollout", "jax")
+  theirs = _common.get_row(rows, "rollout", "torch")
   lines = [f"Headline ({meta['model']['name']}, B={ours['B']} G={ours['G']} "
            f"P={ours['P']} T={ours['T']}):"]
   lines.append(
@@ -740,15 +630,15 @@ def format_summary(results: dict[str, Any]) -> str:
     t = h["target_vs_torch"]
     lines.append(
         f"  vs torch generate: {h['vs_torch_valid_tokens']:.2f}× valid "
-        f"tok/s ({_verdict(h['vs_torch_valid_tokens'], t)} the target "
+        f"tok/s ({_common.verdict(h['vs_torch_valid_tokens'], t)} the target "
         f"≥ {t:g}×), {h['vs_torch_slots']:.2f}× slot tok/s "
-        f"({_verdict(h['vs_torch_slots'], t)}); torch load "
+        f"({_common.verdict(h['vs_torch_slots'], t)}); torch load "
         f"{theirs['load_avg_1m']:.2f}; torch uses "
         f"{h['vs_torch_cpu_time']:.2f}× our CPU time per rollout")
   t = h["target_shared_prefill"]
   lines.append(
       f"  shared prefill vs repeated: {h['shared_prefill_speedup']:.2f}× "
-      f"prefill alone ({_verdict(h['shared_prefill_speedup'], t)} the "
+      f"prefill alone ({_common.verdict(h['shared_prefill_speedup'], t)} the "
       f"target ≥ {t:g}×), {h['shared_sampler_speedup']:.2f}× whole sampler")
   examples = ", ".join(repr(s) for s in results["prompts"]["prompt_examples"])
   lines.append(f"Prompts: {examples}, ... (left-padded); random init "
@@ -756,49 +646,16 @@ def format_summary(results: dict[str, Any]) -> str:
   worst = max((c["max_abs_err"] for c in results["checks"]), default=0.0)
   lines.append(f"Correctness: {len(results['checks'])} checks passed (max "
                f"abs diff {worst:.2e}).")
-  lines.append(f"{meta['device']} ({meta['device_kind']}), "
-               f"{meta['cpu_count']} CPUs, jax {meta['jax_version']}, torch "
-               f"{meta['torch_version']}; load avg "
-               f"{meta['load_avg_1m_start']:.2f} -> "
-               f"{meta['load_avg_1m_end']:.2f}; total "
-               f"{meta['total_time_s']:.1f} s.")
+  lines.append(_common.machine_summary(
+      meta, f", torch {meta['torch_version']}"))
   return "\n".join(lines)
-
-
-def write_json(results: dict[str, Any], path: str) -> None:
-  """Writes the results to ``path`` (directories are created)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1)
 
 
 def run_and_report(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Runs the benchmark, prints the table and summary, writes the JSON."""
-  results = run_benchmark(config)
-  print(format_table(results["rows"]))
-  print()
-  print(format_summary(results))
-  write_json(results, config.output)
-  print(f"Wrote {os.path.abspath(config.output)}")
-  return results
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments: {argv[1:]}")
-  run_and_report(_CONFIG.value)
+  return _common.run_and_report(config, run_benchmark, format_table,
+                                format_summary)
 
 
 if __name__ == "__main__":
-  # pylint: disable=g-import-not-at-top
-  from absl import app
-  from ml_collections import config_flags
-
-  # Defined here, not at import, so that tests can import this module
-  # without registering a global flag.
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", DEFAULT_CONFIG_PATH,
-      "Benchmark config: configs/bench_sampler.py[:quick], overrides with "
-      "--config.FIELD=VALUE.")
-  app.run(main)
+  _common.run_main(DEFAULT_CONFIG_PATH, run_and_report)

@@ -64,28 +64,22 @@ Run from the repository root::
   python experiments/bench_step.py --config=configs/bench_step.py:quick
 """
 
-import datetime
 import importlib.util
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 from typing import Any, Callable
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-try:
-  import jaxrl_group  # pylint: disable=unused-import
-except ImportError:  # not pip-installed: use the checkout this file is in
-  sys.path.insert(0, _REPO_ROOT)
+# Loaded by path (as the tests do), its folder is not on sys.path for _common.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+  sys.path.insert(0, _HERE)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import _common  # first: it sets JAX_PLATFORMS and finds jaxrl_group
 import jax
 import jax.numpy as jnp
-import jaxlib
 import ml_collections
 import numpy as np
 
@@ -95,7 +89,8 @@ from jaxrl_group.train import step as step_lib
 from jaxrl_group.train.state import TrainState
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-DEFAULT_CONFIG_PATH = os.path.join(_REPO_ROOT, "configs", "bench_step.py")
+DEFAULT_CONFIG_PATH = os.path.join(_common.REPO_ROOT, "configs",
+                                   "bench_step.py")
 
 # Measurements, in table order: (measurement, impl) -> label.
 LABELS = {
@@ -111,22 +106,14 @@ TOKENS_COUNTED = {"rollout": "generated", "collect": "generated",
                   "learn": "prompt+completion", "step": "generated"}
 
 
-def _progress(config, msg: str) -> None:
-  if config.get("progress", True):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _load() -> float:
-  return os.getloadavg()[0]
-
-
 # --------------------------------------------------------------------------
 # The experiment.
 
 
 def load_experiment_config(path: str) -> ml_collections.ConfigDict:
   """The default config of an experiment config file (repo-relative path)."""
-  full = path if os.path.isabs(path) else os.path.join(_REPO_ROOT, path)
+  full = (path if os.path.isabs(path)
+          else os.path.join(_common.REPO_ROOT, path))
   spec = importlib.util.spec_from_file_location("experiment_config", full)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -205,31 +192,6 @@ def sample_key(state_key: jax.Array, step: int) -> jax.Array:
 # FLOPs.
 
 
-def prefill_flops(cfg: models.ModelConfig, b: int, p: int) -> int:
-  """Forward FLOPs of prefilling ``b`` prompts of width ``p``."""
-  unembed = 2 * cfg.d_model * cfg.vocab_size
-  per_prompt = sum(cfg.flops_per_token(i + 1) - unembed for i in range(p))
-  return b * (per_prompt + unembed)
-
-
-def sampler_flops(cfg: models.ModelConfig, b: int, g: int, p: int,
-                  longest: int) -> int:
-  """Executed forward FLOPs of one rollout (see the module docstring).
-
-  Args:
-    cfg: the model.
-    b: prompts B (each prefilled once).
-    g: samples per prompt G.
-    p: prompt width P.
-    longest: tokens of the longest sample (decode steps + 1).
-
-  Returns:
-    FLOPs of the prefill and the ``longest - 1`` decode steps.
-  """
-  decode = sum(cfg.flops_per_token(p + s + 1) for s in range(longest - 1))
-  return prefill_flops(cfg, b, p) + b * g * decode
-
-
 def learner_flops(cfg: models.ModelConfig, b: int, g: int, p: int,
                   t: int) -> int:
   """Executed FLOPs of one forward and backward pass of the learner.
@@ -245,7 +207,7 @@ def learner_flops(cfg: models.ModelConfig, b: int, g: int, p: int,
     3 times the forward FLOPs of the prefill and of the ``B G T`` slots.
   """
   forward = sum(cfg.flops_per_token(p + s + 1) for s in range(t))
-  return 3 * (prefill_flops(cfg, b, p) + b * g * forward)
+  return 3 * (_common.prefill_flops(cfg, b, p) + b * g * forward)
 
 
 def nominal_flops(cfg: models.ModelConfig, b: int, g: int, p: int,
@@ -280,39 +242,6 @@ def compile_timed(fn: Callable, *args, compiler_options=None,
   done = time.perf_counter()
   return compiled, {"lower_s": lowered_at - start,
                     "compile_s": done - lowered_at}
-
-
-def time_call(call: Callable[[], Any]) -> tuple[float, Any, float]:
-  """Runs ``call`` once; returns ``(seconds, its result, load average)``."""
-  start = time.perf_counter()
-  out = call()
-  return time.perf_counter() - start, out, _load()
-
-
-def time_interleaved(calls: dict[str, Callable[[], Any]],
-                     repeats: int) -> dict[str, dict[str, Any]]:
-  """Times each thunk ``repeats`` times, going round them in turn.
-
-  Args:
-    calls: name -> a thunk that runs one call to completion (blocking).
-    repeats: timed calls of each.
-
-  Returns:
-    name -> ``samples_s``, ``outputs`` (of the timed calls), ``loads``
-    (load average after each call), ``seconds`` (median).
-  """
-  res = {k: {"samples_s": [], "outputs": [], "loads": []} for k in calls}
-  for i in range(repeats):
-    # Alternate the order too, so that none always follows the same one.
-    names = list(calls) if i % 2 == 0 else list(calls)[::-1]
-    for k in names:
-      s, out, load = time_call(calls[k])
-      res[k]["samples_s"].append(s)
-      res[k]["outputs"].append(out)
-      res[k]["loads"].append(load)
-  for r in res.values():
-    r["seconds"] = statistics.median(r["samples_s"])
-  return res
 
 
 def calls_per_sample(call: Callable[[], Any], min_time_s: float) -> int:
@@ -381,25 +310,9 @@ def _compile_fields(times: dict[str, float], first_s: float,
 
 def metadata(config, c, exp) -> dict[str, Any]:
   """Versions, device, machine and the model of this run."""
-  dev = jax.devices()[0]
   cfg = exp.model_cfg
-  try:
-    affinity = len(os.sched_getaffinity(0))
-  except AttributeError:
-    affinity = None
   return {
-      "jax_version": jax.__version__,
-      "jaxlib_version": jaxlib.__version__,
-      "numpy_version": np.__version__,
-      "python_version": platform.python_version(),
-      "device": str(dev), "platform": dev.platform,
-      "device_kind": dev.device_kind, "num_devices_used": 1,
-      "num_devices": jax.device_count(),
-      "cpu_count": os.cpu_count(), "cpu_affinity": affinity,
-      "machine": platform.machine(),
-      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-      "env": {k: os.environ.get(k) for k in ("JAX_PLATFORMS", "XLA_FLAGS")},
-      "config": config.to_dict(),
+      **_common.metadata(config, devices={"num_devices_used": 1}),
       "experiment_config": c.to_dict(),
       "model": {"name": config.model, "num_params": cfg.num_params(),
                 **{k: getattr(cfg, k) for k in (
@@ -492,20 +405,22 @@ def bench_step(config, c, exp, checks) -> tuple[list[dict[str, Any]],
   opts = dict(config.compiler_options)
   compiled["rollout"], times["rollout"] = compile_timed(
       rollout_fn, state0.params, batch0, key0, compiler_options=opts)
-  _progress(config, f"compiled rollout in {sum(times['rollout'].values()):.1f}"
-                    " s")
+  _common.progress(
+      config, f"compiled rollout in {sum(times['rollout'].values()):.1f} s")
   compiled["collect"], times["collect"] = compile_timed(
       train_step.collect, state0, batch0, compiler_options=opts)
-  _progress(config, f"compiled collect in {sum(times['collect'].values()):.1f}"
-                    " s")
+  _common.progress(
+      config, f"compiled collect in {sum(times['collect'].values()):.1f} s")
   data0, _, cmetrics0 = compiled["collect"](state0, batch0)
   compiled["learn"], times["learn"] = compile_timed(
       train_step.learn, state0, data0, compiler_options=opts)
-  _progress(config, f"compiled learn in {sum(times['learn'].values()):.1f} s")
+  _common.progress(
+      config, f"compiled learn in {sum(times['learn'].values()):.1f} s")
   compiled["step"], times["step"] = compile_timed(
       step_fn, step_state["state"], donate_argnums=0,
       compiler_options=opts)
-  _progress(config, f"compiled step in {sum(times['step'].values()):.1f} s")
+  _common.progress(
+      config, f"compiled step in {sum(times['step'].values()):.1f} s")
 
   def rollout():
     r = compiled["rollout"](state0.params, batch0, key0)
@@ -534,7 +449,7 @@ def bench_step(config, c, exp, checks) -> tuple[list[dict[str, Any]],
   # First calls (after compiling), apart from the steady state. The whole
   # step's first call starts from state0's equal, so its result is checked
   # against learn(collect(...)) on the same state and batch.
-  first = {k: time_call(f)[0] for k, f in (
+  first = {k: _common.time_call(f)[0] for k, f in (
       ("rollout", rollout), ("collect", collect), ("learn", learn),
       ("step", step))}
   step_params1 = jax.device_get(step_state["state"].params)
@@ -547,7 +462,7 @@ def bench_step(config, c, exp, checks) -> tuple[list[dict[str, Any]],
   # The reference matmuls run in the same rounds, so that their rate is
   # measured under the same load as the step's.
   matmuls = matmul_calls(config, exp)
-  res = time_interleaved(
+  res = _common.time_interleaved(
       {"rollout": rollout, "collect": collect, "learn": learn, "step": step,
        **{f"matmul_{k}": v["call"] for k, v in matmuls.items()}},
       config.repeats)
@@ -567,7 +482,7 @@ def bench_step(config, c, exp, checks) -> tuple[list[dict[str, Any]],
     else:
       valid = statistics.fmean(v for v, _ in r["outputs"])
       slots = b * g * t
-      gflop = statistics.fmean(sampler_flops(cfg, b, g, p, longest)
+      gflop = statistics.fmean(_common.rollout_flops(cfg, b, g, p, longest)
                                for _, longest in r["outputs"]) / 1e9
       nominal_gflop = nominal["sampler"] / 1e9
       if name == "step":
@@ -580,8 +495,8 @@ def bench_step(config, c, exp, checks) -> tuple[list[dict[str, Any]],
         slots_per_s=slots / r["seconds"], gflop=gflop,
         gflop_per_s=gflop / r["seconds"], nominal_gflop=nominal_gflop,
         nominal_gflop_per_s=nominal_gflop / r["seconds"]))
-    _progress(config, f"{name}: {r['seconds'] * 1e3:.1f} ms, load "
-                      f"{rows[-1]['load_avg_1m']:.2f}")
+    _common.progress(config, f"{name}: {r['seconds'] * 1e3:.1f} ms, load "
+                             f"{rows[-1]['load_avg_1m']:.2f}")
   for impl, mm in matmuls.items():
     r = res[f"matmul_{impl}"]
     per_call = [x / mm["number"] for x in r["samples_s"]]
@@ -592,8 +507,8 @@ def bench_step(config, c, exp, checks) -> tuple[list[dict[str, Any]],
         load_avg_1m=statistics.fmean(r["loads"]),
         calls_per_sample=mm["number"], gflop=mm["gflop"],
         gflop_per_s=mm["gflop"] / seconds, shape=mm["shape"]))
-    _progress(config, f"matmul {impl}: {rows[-1]['gflop_per_s']:.1f} "
-                      f"GFLOP/s, load {rows[-1]['load_avg_1m']:.2f}")
+    _common.progress(config, f"matmul {impl}: {rows[-1]['gflop_per_s']:.1f} "
+                             f"GFLOP/s, load {rows[-1]['load_avg_1m']:.2f}")
   extra = {"step_metrics_first": {k: float(v) for k, v in step0.items()},
            "collect_metrics": {k: float(v) for k, v in cmetrics0.items()},
            "learn_metrics": {k: float(v) for k, v in lmetrics0.items()}}
@@ -637,20 +552,14 @@ def matmul_calls(config, exp) -> dict[str, dict[str, Any]]:
   return out
 
 
-def _get(rows, measurement, impl):
-  for r in rows:
-    if (r["measurement"], r["impl"]) == (measurement, impl):
-      return r
-  raise KeyError((measurement, impl))
-
-
 def headline(rows: list[dict[str, Any]], config) -> dict[str, Any]:
   """The figures the benchmark is about, with the target."""
-  step = _get(rows, "step", "step")
-  collect, learn = _get(rows, "collect", "step"), _get(rows, "learn", "step")
-  rollout = _get(rows, "rollout", "sampler")
-  square = _get(rows, "matmul", "square")
-  gemm = _get(rows, "matmul", "learner_gemm")
+  step = _common.get_row(rows, "step", "step")
+  collect = _common.get_row(rows, "collect", "step")
+  learn = _common.get_row(rows, "learn", "step")
+  rollout = _common.get_row(rows, "rollout", "sampler")
+  square = _common.get_row(rows, "matmul", "square")
+  gemm = _common.get_row(rows, "matmul", "learner_gemm")
   halves = collect["seconds"] + learn["seconds"]
   return {
       "step_s": step["seconds"],
@@ -696,17 +605,17 @@ def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
     that it ran what it should).
   """
   start = time.perf_counter()
-  load_start = _load()
+  load_start = _common.load_avg()
   c = experiment_config(config)
   exp = build_lib.build(c)
   meta = metadata(config, c, exp)
   meta["load_avg_1m_start"] = load_start
   checks = []
   rows, metrics = bench_step(config, c, exp, checks)
-  square = _get(rows, "matmul", "square")
+  square = _common.get_row(rows, "matmul", "square")
   for r in rows:
     r["fraction_of_matmul"] = round_fraction(r, square)
-  meta["load_avg_1m_end"] = _load()
+  meta["load_avg_1m_end"] = _common.load_avg()
   meta["total_time_s"] = time.perf_counter() - start
   return {"metadata": meta, "rows": rows, "checks": checks,
           "headline": headline(rows, config), "metrics": metrics}
@@ -714,10 +623,6 @@ def run_benchmark(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------
 # Output.
-
-
-def _num(x, fmt):
-  return "—" if x is None else format(x, fmt)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -731,13 +636,14 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                  else r["lower_s"] + r["compile_s"])
     lines.append(
         f"| {r['measurement']} | {r['label']} | {r['shape']} | "
-        f"{r['seconds'] * 1e3:,.1f} | {_num(compile_s, '.2f')} | "
-        f"{_num(r['first_call_s'], '.2f')} | "
+        f"{r['seconds'] * 1e3:,.1f} | {_common.num(compile_s, '.2f')} | "
+        f"{_common.num(r['first_call_s'], '.2f')} | "
         f"{r['tokens_counted'] or '—'} | "
-        f"{_num(r['valid_tokens_per_s'], ',.0f')} | "
-        f"{_num(r['slots_per_s'], ',.0f')} | {_num(r['gflop'], '.2f')} | "
-        f"{_num(r['gflop_per_s'], '.1f')} | "
-        f"{_num(r['fraction_of_matmul'], '.0%')} | "
+        f"{_common.num(r['valid_tokens_per_s'], ',.0f')} | "
+        f"{_common.num(r['slots_per_s'], ',.0f')} | "
+        f"{_common.num(r['gflop'], '.2f')} | "
+        f"{_common.num(r['gflop_per_s'], '.1f')} | "
+        f"{_common.num(r['fraction_of_matmul'], '.0%')} | "
         f"{r['load_avg_1m']:.2f} |")
   return "\n".join(lines)
 
@@ -745,9 +651,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def format_summary(results: dict[str, Any]) -> str:
   """The headline, the checks and the run time, as text."""
   h, meta = results["headline"], results["metadata"]
-  step = _get(results["rows"], "step", "step")
-  learn = _get(results["rows"], "learn", "step")
-  collect = _get(results["rows"], "collect", "step")
+  step = _common.get_row(results["rows"], "step", "step")
+  learn = _common.get_row(results["rows"], "learn", "step")
+  collect = _common.get_row(results["rows"], "collect", "step")
   verdict = "meets" if h["meets_target"] else "MISSES"
   lines = [f"Headline ({meta['model']['name']}, "
            f"{meta['model']['num_params']:,} params, {step['shape']}):"]
@@ -780,48 +686,15 @@ def format_summary(results: dict[str, Any]) -> str:
       f"length {m['completion_length']:.1f}, truncated {m['truncated']:.0%}, "
       f"grad norm {m['grad_norm']:.3g}.")
   lines.append(f"Correctness: {len(results['checks'])} checks passed.")
-  lines.append(f"{meta['device']} ({meta['device_kind']}), "
-               f"{meta['cpu_count']} CPUs, jax {meta['jax_version']}; load "
-               f"avg {meta['load_avg_1m_start']:.2f} -> "
-               f"{meta['load_avg_1m_end']:.2f}; total "
-               f"{meta['total_time_s']:.1f} s.")
+  lines.append(_common.machine_summary(meta))
   return "\n".join(lines)
-
-
-def write_json(results: dict[str, Any], path: str) -> None:
-  """Writes the results to ``path`` (directories are created)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  with open(path, "w", encoding="utf-8") as f:
-    json.dump(results, f, indent=1)
 
 
 def run_and_report(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Runs the benchmark, prints the table and summary, writes the JSON."""
-  results = run_benchmark(config)
-  print(format_table(results["rows"]))
-  print()
-  print(format_summary(results))
-  write_json(results, config.output)
-  print(f"Wrote {os.path.abspath(config.output)}")
-  return results
-
-
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise ValueError(f"unexpected arguments: {argv[1:]}")
-  run_and_report(_CONFIG.value)
+  return _common.run_and_report(config, run_benchmark, format_table,
+                                format_summary)
 
 
 if __name__ == "__main__":
-  # pylint: disable=g-import-not-at-top
-  from absl import app
-  from ml_collections import config_flags
-
-  # Defined here, not at import, so that tests can import this module
-  # without registering a global flag.
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", DEFAULT_CONFIG_PATH,
-      "Benchmark config: configs/bench_step.py[:quick], overrides with "
-      "--config.FIELD=VALUE.")
-  app.run(main)
+  _common.run_main(DEFAULT_CONFIG_PATH, run_and_report)

@@ -106,17 +106,24 @@ def init_params(cfg: ModelConfig, key: jax.Array) -> Params:
 
 
 class PromptCache(NamedTuple):
-  """Keys and values of B prompts, computed once and shared by their G samples."""
-  k_LxBxPxKxDh: jax.Array
-  v_LxBxPxKxDh: jax.Array
+  """Keys and values of B prompts, computed once and shared by their G samples.
+
+  Head-major (``K`` before the positions), the layout attention reads.
+  """
+  k_LxBxKxPxDh: jax.Array
+  v_LxBxKxPxDh: jax.Array
   mask_BxP: jax.Array      # True on real (not left-padding) prompt tokens.
   lengths_B: jax.Array     # int32 prompt lengths; the first new position.
 
 
 class DecodeCache(NamedTuple):
-  """Keys and values of the generated tokens, ``[L, B, G, T, K, Dh]``."""
-  k_LxBxGxTxKxDh: jax.Array
-  v_LxBxGxTxKxDh: jax.Array
+  """Keys and values of the generated tokens, ``[L, B, G, K, T, Dh]``.
+
+  Head-major like :class:`PromptCache`: a decode step's attention reads a
+  layer's cache as it lies, without a transposed copy.
+  """
+  k_LxBxGxKxTxDh: jax.Array
+  v_LxBxGxKxTxDh: jax.Array
 
 
 def _cast(x, cfg):
@@ -137,43 +144,55 @@ def unembed(params: Params, cfg: ModelConfig, h: jax.Array) -> jax.Array:
                     preferred_element_type=jnp.float32)
 
 
-def _project_qkv(lp, cfg, h, positions, inv_freq):
-  """q ``[B, G, T, H, Dh]``, k and v ``[B, G, T, K, Dh]`` (q and k rotated)."""
-  q = jnp.einsum("bgtd,dhk->bgthk", h, _cast(lp["wq"], cfg))
-  k = jnp.einsum("bgtd,dhk->bgthk", h, _cast(lp["wk"], cfg))
-  v = jnp.einsum("bgtd,dhk->bgthk", h, _cast(lp["wv"], cfg))
-  if cfg.qkv_bias:
-    q = q + _cast(lp["bq"], cfg)[None, None, None]
-    k = k + _cast(lp["bk"], cfg)[None, None, None]
-    v = v + _cast(lp["bv"], cfg)[None, None, None]
-  q = _layers.apply_rope(q, positions, inv_freq)
-  k = _layers.apply_rope(k, positions, inv_freq)
-  return q, k, v
+def _project_qkv(lp, cfg, h_NxD, positions_N, inv_freq):
+  """q ``[N, H, Dh]``, k and v ``[N, K, Dh]`` of rows (q and k rotated)."""
+  d = h_NxD.shape[-1]
+
+  def proj(w, b):
+    # A plain 2-D matmul on rows (see _finish_layer).
+    out = h_NxD @ _cast(lp[w], cfg).reshape(d, -1)
+    if cfg.qkv_bias:
+      out = out + _cast(lp[b], cfg).reshape(1, -1)
+    return out.reshape(h_NxD.shape[0], -1, cfg.head_dim)
+
+  q = _layers.apply_rope(proj("wq", "bq"), positions_N, inv_freq)
+  k = _layers.apply_rope(proj("wk", "bk"), positions_N, inv_freq)
+  return q, k, proj("wv", "bv")
 
 
-def _finish_layer(lp, cfg, x, attn_out):
-  """Output projection, residual, and the SwiGLU MLP block.
+def _finish_layer(lp, cfg, x_NxD, attn_NxHxDh):
+  """Output projection, residual, and the SwiGLU MLP block, on rows.
 
-  Computed on rows flattened to ``[B * G * T, D]``: plain 2-D matmuls keep
-  XLA's CPU backward pass from materialising transposed copies of the
+  Layers work on rows flattened to ``[B * G * T, D]``: plain 2-D matmuls
+  keep XLA's CPU backward pass from materialising transposed copies of the
   4-D activations for every weight gradient (about a third of the
   learner's time on bench-step before this layout).
   """
-  shape = x.shape
-  d = shape[-1]
-  hk = attn_out.shape[-2] * attn_out.shape[-1]
-  rows = x.reshape(-1, d) + attn_out.reshape(-1, hk) @ _cast(
+  d = x_NxD.shape[-1]
+  hk = attn_NxHxDh.shape[-2] * attn_NxHxDh.shape[-1]
+  rows = x_NxD + attn_NxHxDh.reshape(-1, hk) @ _cast(
       lp["wo"], cfg).reshape(hk, d)
   h = _layers.rms_norm(rows, lp["mlp_norm"], cfg.norm_eps)
   gate = h @ _cast(lp["w_gate"], cfg)
   up = h @ _cast(lp["w_up"], cfg)
-  rows = rows + (jax.nn.silu(gate) * up) @ _cast(lp["w_down"], cfg)
-  return rows.reshape(shape)
+  return rows + (jax.nn.silu(gate) * up) @ _cast(lp["w_down"], cfg)
+
+
+def _heads_major(x_NxKxDh, lead):
+  """Rows' keys or values ``[N, K, Dh]`` as ``[*lead, K, S, Dh]``."""
+  x = x_NxKxDh.reshape(lead + x_NxKxDh.shape[-2:])
+  return jnp.swapaxes(x, -3, -2)
 
 
 def _scan_layers(cfg, body, carry, xs):
-  if cfg.remat:
+  if cfg.remat == "full":
     body = jax.checkpoint(body, prevent_cse=False)
+  elif cfg.remat == "matmuls":
+    # Our projections and MLP matmuls are the only dots without batch
+    # dimensions (attention's have them): exactly those outputs are kept.
+    body = jax.checkpoint(
+        body, prevent_cse=False,
+        policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
   return jax.lax.scan(body, carry, xs)
 
 
@@ -195,17 +214,19 @@ def _self_stack(params, cfg, tokens_BxS, positions_BxS, mask_BxS):
   inv_freq = _layers.rope_inv_freq(cfg)
   causal = jnp.tril(jnp.ones((s, s), bool))
   attn_mask = (causal[None] & mask_BxS[:, None, :])[:, None]   # [B,1,S,S]
-  pos = positions_BxS[:, None]
+  pos = positions_BxS.reshape(-1)
 
   def body(x, lp):
     h = _layers.rms_norm(x, lp["attn_norm"], cfg.norm_eps)
     q, k, v = _project_qkv(lp, cfg, h, pos, inv_freq)
-    out = _layers.attention(q, k, v, attn_mask)
-    return _finish_layer(lp, cfg, x, out), (k[:, 0], v[:, 0])
+    k_b, v_b = _heads_major(k, (b, s)), _heads_major(v, (b, s))
+    out = _layers.attention(q.reshape(b, 1, s, *q.shape[1:]), k_b[:, None],
+                            v_b[:, None], attn_mask)
+    return _finish_layer(lp, cfg, x, out.reshape(q.shape)), (k_b, v_b)
 
-  x = _embed(params, cfg, tokens_BxS)[:, None]
+  x = _embed(params, cfg, tokens_BxS).reshape(b * s, -1)
   x, (k, v) = _scan_layers(cfg, body, x, params["layers"])
-  return x[:, 0], k, v
+  return x.reshape(b, s, -1), k, v
 
 
 def forward(params: Params, cfg: ModelConfig, tokens_BxS: jax.Array, *,
@@ -300,31 +321,34 @@ def extend(params: Params, cfg: ModelConfig, cache: PromptCache,
   sizes = _checks.check_named("tokens_BxGxT", tokens_BxGxT, what=what)
   _checks.check_named("cache.lengths_B", cache.lengths_B, sizes, what=what)
   _check_tokens(what, "tokens_BxGxT", tokens_BxGxT, cfg)
-  t = tokens_BxGxT.shape[-1]
+  b, g, t = tokens_BxGxT.shape
   inv_freq = _layers.rope_inv_freq(cfg)
   pos = cache.lengths_B[:, None, None] + jnp.arange(t, dtype=jnp.int32)[
       None, None]
+  pos = jnp.broadcast_to(pos, (b, g, t)).reshape(-1)
   causal = jnp.tril(jnp.ones((t, t), bool))[None, None]
 
   def body(x, xs):
     lp, pk, pv = xs
     h = _layers.rms_norm(x, lp["attn_norm"], cfg.norm_eps)
     q, k, v = _project_qkv(lp, cfg, h, pos, inv_freq)
-    out = _layers.attention(q, k, v, causal, prefix_k_BxPxKxDh=pk,
-                            prefix_v_BxPxKxDh=pv,
-                            prefix_mask_BxP=cache.mask_BxP)
-    return _finish_layer(lp, cfg, x, out), None
+    out = _layers.attention(
+        q.reshape(b, g, t, *q.shape[1:]), _heads_major(k, (b, g, t)),
+        _heads_major(v, (b, g, t)), causal, prefix_k_BxKxPxDh=pk,
+        prefix_v_BxKxPxDh=pv, prefix_mask_BxP=cache.mask_BxP)
+    return _finish_layer(lp, cfg, x, out.reshape(q.shape)), None
 
-  x = _embed(params, cfg, tokens_BxGxT)
-  x, _ = _scan_layers(cfg, body, x, (params["layers"], cache.k_LxBxPxKxDh,
-                                     cache.v_LxBxPxKxDh))
+  x = _embed(params, cfg, tokens_BxGxT).reshape(b * g * t, -1)
+  x, _ = _scan_layers(cfg, body, x, (params["layers"], cache.k_LxBxKxPxDh,
+                                     cache.v_LxBxKxPxDh))
+  x = x.reshape(b, g, t, -1)
   return x if return_hidden else unembed(params, cfg, x)
 
 
 def init_decode_cache(cfg: ModelConfig, batch: int, group: int,
                       max_len: int) -> DecodeCache:
   """Zeros for ``max_len`` generated tokens of ``batch x group`` samples."""
-  shape = (cfg.num_layers, batch, group, max_len, cfg.num_kv_heads,
+  shape = (cfg.num_layers, batch, group, cfg.num_kv_heads, max_len,
            cfg.head_dim)
   z = jnp.zeros(shape, cfg.jnp_dtype)
   return DecodeCache(z, z)
@@ -348,10 +372,10 @@ def decode_step(params: Params, cfg: ModelConfig, cache: PromptCache,
     ``(logits_BxGxV, decode_cache)``.
   """
   inv_freq = _layers.rope_inv_freq(cfg)
-  max_len = decode_cache.k_LxBxGxTxKxDh.shape[3]
+  b, g = tokens_BxG.shape
+  max_len = decode_cache.k_LxBxGxKxTxDh.shape[4]
   step = jnp.asarray(step, jnp.int32)
-  pos = (cache.lengths_B[:, None] + step)[:, :, None] * jnp.ones(
-      (1, tokens_BxG.shape[1], 1), jnp.int32)
+  pos = jnp.broadcast_to(cache.lengths_B[:, None] + step, (b, g)).reshape(-1)
   seen = (jnp.arange(max_len) <= step)[None, None, None]
 
   # The caches ride in the scan carry and are updated in place, so a step
@@ -361,20 +385,25 @@ def decode_step(params: Params, cfg: ModelConfig, cache: PromptCache,
     lp, pk, pv, layer = xs
     h = _layers.rms_norm(x, lp["attn_norm"], cfg.norm_eps)
     q, k, v = _project_qkv(lp, cfg, h, pos, inv_freq)
-    start = (layer, 0, 0, step, 0, 0)
-    ck = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), start)
-    cv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), start)
-    out = _layers.attention(q, ck[layer], cv[layer], seen,
-                            prefix_k_BxPxKxDh=pk, prefix_v_BxPxKxDh=pv,
+    # [B*G, K, Dh] -> [1, B, G, K, 1, Dh]: a reshape, as T = 1.
+    new_shape = (1, b, g, cfg.num_kv_heads, 1, cfg.head_dim)
+    start = (layer, 0, 0, 0, step, 0)
+    ck = jax.lax.dynamic_update_slice(
+        ck, k.reshape(new_shape).astype(ck.dtype), start)
+    cv = jax.lax.dynamic_update_slice(
+        cv, v.reshape(new_shape).astype(cv.dtype), start)
+    out = _layers.attention(q.reshape(b, g, 1, *q.shape[1:]), ck[layer],
+                            cv[layer], seen, prefix_k_BxKxPxDh=pk,
+                            prefix_v_BxKxPxDh=pv,
                             prefix_mask_BxP=cache.mask_BxP)
-    return (_finish_layer(lp, cfg, x, out), ck, cv), None
+    return (_finish_layer(lp, cfg, x, out.reshape(q.shape)), ck, cv), None
 
-  x = _embed(params, cfg, tokens_BxG[:, :, None])
+  x = _embed(params, cfg, tokens_BxG.reshape(-1))
   layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
   (x, ck, cv), _ = jax.lax.scan(
-      body, (x, decode_cache.k_LxBxGxTxKxDh, decode_cache.v_LxBxGxTxKxDh),
-      (params["layers"], cache.k_LxBxPxKxDh, cache.v_LxBxPxKxDh, layers))
-  return unembed(params, cfg, x[:, :, 0]), DecodeCache(ck, cv)
+      body, (x, decode_cache.k_LxBxGxKxTxDh, decode_cache.v_LxBxGxKxTxDh),
+      (params["layers"], cache.k_LxBxKxPxDh, cache.v_LxBxKxPxDh, layers))
+  return unembed(params, cfg, x.reshape(b, g, -1)), DecodeCache(ck, cv)
 
 
 class _Params(nnx.Module):

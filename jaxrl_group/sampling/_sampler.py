@@ -197,13 +197,8 @@ def sample(params: models.Params, cfg: ModelConfig, prompts_BxP: jax.Array,
     logp_raw_BxGxT: jax.Array
     mask_BxGxT: jax.Array
 
-  def cond(s: _State):
-    more = s.step < t_max
-    if stop_early:
-      more &= ~jnp.all(s.done_BxG)
-    return more
-
-  def body(s: _State):
+  def pick(s: _State) -> _State:
+    """Draws token ``s.step`` from ``s.logits_BxGxV`` and records it."""
     raw = s.logits_BxGxV.astype(jnp.float32)
     if greedy:
       token = jnp.argmax(raw, axis=-1).astype(jnp.int32)
@@ -218,23 +213,32 @@ def sample(params: models.Params, cfg: ModelConfig, prompts_BxP: jax.Array,
     live = ~s.done_BxG
     token = jnp.where(live, token, pad_id)
     done = s.done_BxG | jnp.any(token[..., None] == eos[None, None], axis=-1)
-    t = s.step
 
     def write(arr, val):
-      return jax.lax.dynamic_update_index_in_dim(arr, val, t, axis=2)
+      return jax.lax.dynamic_update_index_in_dim(arr, val, s.step, axis=2)
 
-    more = t + 1 < t_max
+    return s._replace(
+        done_BxG=done, tokens_BxGxT=write(s.tokens_BxGxT, token),
+        logp_BxGxT=write(s.logp_BxGxT, jnp.where(live, logp, 0.0)),
+        logp_raw_BxGxT=write(s.logp_raw_BxGxT, jnp.where(live, logp_raw,
+                                                         0.0)),
+        mask_BxGxT=write(s.mask_BxGxT, live))
+
+  # Every iteration draws a token and feeds it to the model; the last token
+  # is drawn after the loop, so no step decodes a token nobody reads (and
+  # no per-step branch is needed to skip it).
+  def cond(s: _State):
+    more = s.step < t_max - 1
     if stop_early:
-      more &= ~jnp.all(done)
-    logits, dcache = jax.lax.cond(
-        more, lambda: decode(s.decode_cache, token, t),
-        lambda: (s.logits_BxGxV, s.decode_cache))
-    return _State(
-        t + 1, logits, dcache, done,
-        write(s.tokens_BxGxT, token),
-        write(s.logp_BxGxT, jnp.where(live, logp, 0.0)),
-        write(s.logp_raw_BxGxT, jnp.where(live, logp_raw, 0.0)),
-        write(s.mask_BxGxT, live))
+      more &= ~jnp.all(s.done_BxG)
+    return more
+
+  def body(s: _State):
+    s = pick(s)
+    logits, dcache = decode(s.decode_cache, s.tokens_BxGxT[:, :, s.step],
+                            s.step)
+    return s._replace(step=s.step + 1, logits_BxGxV=logits,
+                      decode_cache=dcache)
 
   init = _State(
       step=jnp.zeros((), jnp.int32), logits_BxGxV=first_BxGxV,
@@ -243,7 +247,9 @@ def sample(params: models.Params, cfg: ModelConfig, prompts_BxP: jax.Array,
       logp_BxGxT=jnp.zeros((b, g, t_max), jnp.float32),
       logp_raw_BxGxT=jnp.zeros((b, g, t_max), jnp.float32),
       mask_BxGxT=jnp.zeros((b, g, t_max), bool))
-  final = jax.lax.while_loop(cond, body, init)
+  # After an early exit every row has ended: the final draw then writes
+  # padding over padding.
+  final = pick(jax.lax.while_loop(cond, body, init))
   return Rollout(
       tokens_BxGxT=final.tokens_BxGxT, logp_BxGxT=final.logp_BxGxT,
       logp_raw_BxGxT=final.logp_raw_BxGxT, mask_BxGxT=final.mask_BxGxT,

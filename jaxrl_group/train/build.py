@@ -7,7 +7,7 @@ so on, each naming the config field to change.
 """
 
 import ast
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import optax
 
@@ -35,6 +35,9 @@ class Experiment(NamedTuple):
   objective: Any
   rl_optimizer: optax.GradientTransformation
   sft_optimizer: optax.GradientTransformation
+  # Learning rate as a function of the optimizer's update count.
+  rl_schedule: Callable[[Any], Any]
+  sft_schedule: Callable[[Any], Any]
   needs_ref_params: bool
   kl_on: bool
   entropy_on: bool
@@ -130,6 +133,7 @@ def _advantage(c, group_size: int):
 
 
 def _optimizer(lr, warmup, total, o):
+  """``(optimizer, schedule)``; ``warmup`` and ``total`` count updates."""
   if o.schedule == "constant":
     sched = lr
     if warmup:
@@ -137,8 +141,10 @@ def _optimizer(lr, warmup, total, o):
           [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)],
           [warmup])
   elif o.schedule == "cosine":
-    sched = optax.warmup_cosine_decay_schedule(
-        0.0, lr, max(warmup, 1), max(total, warmup + 1))
+    # At least one step of each part (a phase with 0 steps never uses it).
+    warmup = max(warmup, 1)
+    sched = optax.warmup_cosine_decay_schedule(0.0, lr, warmup,
+                                               max(total, warmup + 1))
   else:
     raise ConfigError(f"config.optim.schedule must be 'constant' or "
                       f"'cosine', got {o.schedule!r}.")
@@ -153,7 +159,7 @@ def _optimizer(lr, warmup, total, o):
                       f"'sgd', got {o.name!r}.")
   if o.max_grad_norm:
     opt = optax.chain(optax.clip_by_global_norm(o.max_grad_norm), opt)
-  return opt
+  return opt, sched if callable(sched) else optax.constant_schedule(sched)
 
 
 def build(c) -> Experiment:
@@ -223,12 +229,18 @@ def build(c) -> Experiment:
                ("sft.batch_size", c.sft.batch_size)):
     if b < 1:
       raise ConfigError(f"config.{f} must be >= 1, got {b}.")
-  rl_opt = _optimizer(c.optim.lr, c.optim.warmup_steps, c.rl.steps, c.optim)
-  sft_opt = _optimizer(c.sft.lr, c.sft.warmup_steps, c.sft.steps, c.optim)
+  # Warm-up and decay are set in RL steps; each step makes
+  # num_iterations x num_minibatches optimizer updates.
+  updates = l.num_iterations * l.num_minibatches
+  rl_opt, rl_sched = _optimizer(c.optim.lr, c.optim.warmup_steps * updates,
+                                c.rl.steps * updates, c.optim)
+  sft_opt, sft_sched = _optimizer(c.sft.lr, c.sft.warmup_steps, c.sft.steps,
+                                  c.optim)
   kl_on = l.kl_coef != 0
   return Experiment(
       model_cfg=model_cfg, task=task, verify=verify, sampler=sampler,
       adv_tx=adv_tx, adv_requires=requires, adv_input=adv_input,
       objective=objective, rl_optimizer=rl_opt, sft_optimizer=sft_opt,
+      rl_schedule=rl_sched, sft_schedule=sft_sched,
       needs_ref_params=kl_on or context_lib.needs_ref_params(requires),
       kl_on=kl_on, entropy_on=l.entropy_coef != 0)

@@ -5,27 +5,13 @@ that every implementation produced a row, that the correctness checks ran
 and that skipped measurements say why.
 """
 
-import importlib.util
-import json
-import os
-
 import numpy as np
 import pytest
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from tests.experiments import common
 
-
-def _load(name, relpath):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(_ROOT, relpath))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-bench = _load("bench_advantages", "experiments/bench_advantages.py")
-bench_config = _load("bench_adv_config", "configs/bench_adv.py")
+bench = common.load("bench_advantages", "experiments/bench_advantages.py")
+bench_config = common.load("bench_adv_config", "configs/bench_adv.py")
 
 
 def _quick(tmp_path, **overrides):
@@ -40,10 +26,8 @@ def _quick(tmp_path, **overrides):
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
-  config = _quick(tmp_path_factory.mktemp("bench"))
-  results = bench.run_and_report(config)
-  with open(config.output, encoding="utf-8") as f:
-    return config, results, json.load(f)
+  tmp_dir = tmp_path_factory.mktemp("bench")
+  return common.run_and_read(bench, _quick(tmp_dir), tmp_dir)
 
 
 def test_json_has_a_timed_row_per_impl_estimator_and_cell(quick_results):

@@ -7,41 +7,25 @@ counts) on small cases worked out by hand.
 """
 
 import copy
-import importlib.util
-import json
-import os
 
 import numpy as np
 import pytest
 
 from jaxrl_group import models
 from jaxrl_group import tasks
+from tests.experiments import common
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-
-
-def _load(name, relpath):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(_ROOT, relpath))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-bench = _load("bench_sampler", "experiments/bench_sampler.py")
-bench_config = _load("bench_sampler_config", "configs/bench_sampler.py")
+bench = common.load("bench_sampler", "experiments/bench_sampler.py")
+bench_config = common.load("bench_sampler_config", "configs/bench_sampler.py")
+# What the benchmark scripts share, as the script imported it.
+bench_common = bench._common  # pylint: disable=protected-access
 HAS_TORCH = bench.import_torch()[0] is not None
 
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
-  config = bench_config.get_config("quick")
-  config.output = str(tmp_path_factory.mktemp("bench") / "bench.json")
-  config.progress = False
-  results = bench.run_and_report(config)
-  with open(config.output, encoding="utf-8") as f:
-    return config, results, json.load(f)
+  return common.run_and_read(bench, bench_config.get_config("quick"),
+                             tmp_path_factory.mktemp("bench"))
 
 
 def test_json_has_a_row_per_measurement(quick_results):
@@ -58,7 +42,7 @@ def test_json_has_a_row_per_measurement(quick_results):
     assert len(r["cpu_samples_s"]) == len(r["samples_s"])
     assert r["seconds"] == np.median(r["samples_s"])
   b, g, t = config.num_prompts, config.group_size, config.max_new_tokens
-  ours = bench._get(rows, "rollout", "jax")
+  ours = bench_common.get_row(rows, "rollout", "jax")
   assert (ours["B"], ours["G"], ours["P"], ours["T"]) == (
       b, g, config.prompt_len, t)
   assert len(ours["samples_s"]) == config.repeats
@@ -68,13 +52,13 @@ def test_json_has_a_row_per_measurement(quick_results):
   assert ours["valid_tokens_per_s"] <= ours["slots_per_s"]
   assert ours["compile_s"] >= 0 and ours["first_call_s"] > ours["compile_s"]
   assert ours["gflop_per_s"] > 0
-  theirs = bench._get(rows, "rollout", "torch")
+  theirs = bench_common.get_row(rows, "rollout", "torch")
   assert (theirs["status"] == "ok") == HAS_TORCH
   if HAS_TORCH:
     assert 0 < theirs["valid_tokens"] <= theirs["slots"] == b * g * t
   for m in ("prefill", "sampler_long"):
     for impl in ("shared", "repeated"):
-      r = bench._get(rows, m, impl)
+      r = bench_common.get_row(rows, m, impl)
       assert (r["B"], r["G"], r["P"]) == (
           config.long_num_prompts, config.long_group_size,
           config.long_prompt_len)
@@ -113,7 +97,7 @@ def test_checks_and_headline(quick_results):
 def test_summary_without_torch(quick_results):
   _, results, _ = quick_results
   results = copy.deepcopy(results)
-  row = bench._get(results["rows"], "rollout", "torch")
+  row = bench_common.get_row(results["rows"], "rollout", "torch")
   row.update(status="skipped", skip_reason="torch is not installed")
   for k in ("seconds", "cpu_seconds", "valid_tokens_per_s", "slots_per_s",
             "gflop_per_s"):
@@ -160,8 +144,9 @@ def test_flops_by_hand():
   # multiply-adds; attention 2 * 4 per key; unembed 4 * 8 = 32.
   def per_token(ctx, unembed=True):
     return 2 * (32 + 16 + 72 + 2 * 4 * ctx + (32 if unembed else 0))
-  assert bench.prefill_flops(cfg, 3, 2) == 3 * (
+  assert bench_common.prefill_flops(cfg, 3, 2) == 3 * (
       per_token(1, False) + per_token(2, True))
   # Longest sample 3 tokens: decode steps at contexts P + 1 and P + 2.
-  assert bench.rollout_flops(cfg, 3, 5, 2, 3) == (
-      bench.prefill_flops(cfg, 3, 2) + 15 * (per_token(3) + per_token(4)))
+  assert bench_common.rollout_flops(cfg, 3, 5, 2, 3) == (
+      bench_common.prefill_flops(cfg, 3, 2)
+      + 15 * (per_token(3) + per_token(4)))

@@ -6,42 +6,25 @@ consistency checks ran, that the step is built with the benchmark model's
 own shape, and the FLOP counts on a small case worked out by hand.
 """
 
-import importlib.util
-import json
-import os
-
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jaxrl_group import models
 from jaxrl_group.train import build as build_lib
+from tests.experiments import common
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-
-
-def _load(name, relpath):
-  spec = importlib.util.spec_from_file_location(
-      name, os.path.join(_ROOT, relpath))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-bench = _load("bench_step", "experiments/bench_step.py")
-bench_config = _load("bench_step_config", "configs/bench_step.py")
+bench = common.load("bench_step", "experiments/bench_step.py")
+bench_config = common.load("bench_step_config", "configs/bench_step.py")
+# What the benchmark scripts share, as the script imported it.
+bench_common = bench._common  # pylint: disable=protected-access
 STEP_ROWS = ("rollout", "collect", "learn", "step")
 
 
 @pytest.fixture(scope="module")
 def quick_results(tmp_path_factory):
-  config = bench_config.get_config("quick")
-  config.output = str(tmp_path_factory.mktemp("bench") / "bench.json")
-  config.progress = False
-  results = bench.run_and_report(config)
-  with open(config.output, encoding="utf-8") as f:
-    return config, results, json.load(f)
+  return common.run_and_read(bench, bench_config.get_config("quick"),
+                             tmp_path_factory.mktemp("bench"))
 
 
 def test_json_has_a_row_per_measurement(quick_results):
@@ -58,14 +41,15 @@ def test_json_has_a_row_per_measurement(quick_results):
     assert r["min_s"] == min(r["samples_s"])
     assert r["gflop_per_s"] == pytest.approx(r["gflop"] / r["seconds"])
     assert r["fraction_of_matmul"] > 0
-  assert bench._get(rows, "matmul", "square")[
+  assert bench_common.get_row(rows, "matmul", "square")[
       "fraction_of_matmul"] == pytest.approx(1.0)
   # Every measurement, the matmuls included, was timed in the same rounds.
   assert all(len(r["samples_s"]) == config.repeats for r in rows)
   for impl in ("square", "learner_gemm"):
-    assert bench._get(rows, "matmul", impl)["calls_per_sample"] >= 1
+    assert bench_common.get_row(rows, "matmul", impl)["calls_per_sample"] >= 1
   for name in STEP_ROWS:
-    r = bench._get(rows, name, "sampler" if name == "rollout" else "step")
+    r = bench_common.get_row(rows, name,
+                             "sampler" if name == "rollout" else "step")
     assert (r["B"], r["G"], r["P"], r["T"]) == (b, g, p, t)
     for k in ("lower_s", "compile_s", "first_call_s", "warmup_s"):
       assert r[k] >= 0, (name, k)
@@ -79,16 +63,16 @@ def test_json_has_a_row_per_measurement(quick_results):
         r["nominal_gflop"] / r["seconds"])
   # FLOPs: the learner's from the shapes; with T this short every sample
   # runs to T, so the samplers' too.
-  learn = bench._get(rows, "learn", "step")
+  learn = bench_common.get_row(rows, "learn", "step")
   assert learn["gflop"] == pytest.approx(
       bench.learner_flops(cfg, b, g, p, t) / 1e9)
-  sample_gflop = bench.sampler_flops(cfg, b, g, p, t) / 1e9
-  assert bench._get(rows, "collect", "step")["gflop"] == pytest.approx(
-      sample_gflop)
-  assert bench._get(rows, "step", "step")["gflop"] == pytest.approx(
-      sample_gflop + learn["gflop"])
+  sample_gflop = bench_common.rollout_flops(cfg, b, g, p, t) / 1e9
+  assert bench_common.get_row(rows, "collect", "step")[
+      "gflop"] == pytest.approx(sample_gflop)
+  step = bench_common.get_row(rows, "step", "step")
+  assert step["gflop"] == pytest.approx(sample_gflop + learn["gflop"])
   n = cfg.num_params()
-  assert bench._get(rows, "step", "step")["nominal_gflop"] == pytest.approx(
+  assert step["nominal_gflop"] == pytest.approx(
       (2 * n * b * g * t + 6 * n * b * g * (p + t)) / 1e9)
 
 
@@ -100,7 +84,7 @@ def test_checks_headline_and_output(quick_results):
   assert any("bare sampler tokens == collect tokens" in n for n in names)
   assert any("step params == learn(collect) params" in n for n in names)
   h = data["headline"]
-  step = bench._get(data["rows"], "step", "step")
+  step = bench_common.get_row(data["rows"], "step", "step")
   assert h["step_s"] == step["seconds"]
   assert h["meets_target"] == (h["step_s"] <= config.target_step_s)
   assert h["collect_share"] + h["learn_share"] == pytest.approx(1.0)
@@ -158,9 +142,9 @@ def test_flops_by_hand():
   def per_token(ctx, unembed=True):
     return 2 * (32 + 16 + 72 + 2 * 4 * ctx + (32 if unembed else 0))
   prefill = 3 * (per_token(1, False) + per_token(2, True))
-  assert bench.prefill_flops(cfg, 3, 2) == prefill
+  assert bench_common.prefill_flops(cfg, 3, 2) == prefill
   # Longest sample 3 tokens: decode steps at contexts P + 1 and P + 2.
-  assert bench.sampler_flops(cfg, 3, 5, 2, 3) == (
+  assert bench_common.rollout_flops(cfg, 3, 5, 2, 3) == (
       prefill + 15 * (per_token(3) + per_token(4)))
   # Learner: prefill and T = 2 slots at contexts 3 and 4, three times.
   assert bench.learner_flops(cfg, 3, 5, 2, 2) == 3 * (

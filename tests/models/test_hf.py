@@ -379,7 +379,7 @@ class ConfigTest(absltest.TestCase):
         (cfg.rope_theta, cfg.rope_scaling, cfg.rope_factor, cfg.num_kv_heads,
          cfg.head_dim, cfg.param_dtype, cfg.remat, cfg.qkv_bias,
          cfg.tie_embeddings, cfg.norm_eps),
-        (500_000.0, "llama3", 32.0, 4, 8, "bfloat16", True, False, False,
+        (500_000.0, "llama3", 32.0, 4, 8, "bfloat16", "full", False, False,
          1e-6))
     new = {k: v for k, v in legacy.items()
            if k not in ("rope_theta", "rope_scaling")}

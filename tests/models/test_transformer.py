@@ -164,7 +164,7 @@ class CachedPassesTest(absltest.TestCase):
                            step)
       np.testing.assert_allclose(logits, self.full[:, :, 6 + step],
                                  atol=1e-5, err_msg=f"step {step}")
-    self.assertEqual(dc.k_LxBxGxTxKxDh.shape, (2, 3, 2, 5, 2, 8))
+    self.assertEqual(dc.k_LxBxGxKxTxDh.shape, (2, 3, 2, 2, 5, 8))
 
   def test_default_positions_skip_left_padding(self):
     # Left padding must not shift positions: a padded sequence gives the
@@ -262,13 +262,15 @@ class VariantsTest(absltest.TestCase):
     def loss(p, cfg):
       return jnp.sum(M.forward(p, cfg, tokens) * w)
 
-    plain, remat = jax.jit(lambda p: (
-        jax.value_and_grad(loss)(p, CFG),
-        jax.value_and_grad(loss)(p, CFG.replace(remat=True))))(params)
-    np.testing.assert_allclose(remat[0], plain[0], atol=1e-4)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                         atol=1e-5),
-                 remat[1], plain[1])
+    plain = jax.jit(lambda p: jax.value_and_grad(loss)(
+        p, CFG.replace(remat="none")))(params)
+    for policy in ("matmuls", "full"):
+      remat = jax.jit(lambda p, policy=policy: jax.value_and_grad(loss)(
+          p, CFG.replace(remat=policy)))(params)
+      np.testing.assert_allclose(remat[0], plain[0], atol=1e-4,
+                                 err_msg=policy)
+      jax.tree.map(lambda a, b, policy=policy: np.testing.assert_allclose(
+          a, b, rtol=1e-5, atol=1e-5, err_msg=policy), remat[1], plain[1])
     # The gradient is not trivially zero.
     self.assertGreater(float(jnp.abs(plain[1]["layers"]["wq"]).max()), 1e-3)
 
@@ -404,6 +406,10 @@ class BadInputTest(absltest.TestCase):
       CFG.replace(param_dtype="int8")
     with self.assertRaisesRegex(ValueError, "rope_scaling"):
       CFG.replace(rope_scaling="yarn")
+    with self.assertRaisesRegex(ValueError, "remat must be one of"):
+      CFG.replace(remat="dots")
+    self.assertEqual(CFG.replace(remat=True).remat, "full")
+    self.assertEqual(CFG.replace(remat=False).remat, "none")
     with self.assertRaisesRegex(ValueError, "Unknown model 'nope'"):
       M.get_model_config("nope")
     with self.assertRaisesRegex(ValueError, "depth"):

@@ -121,6 +121,30 @@ class ConfigErrorsTest(parameterized.TestCase):
     with self.assertRaisesRegex(build_lib.ConfigError, "nope"):
       build_lib.build(c)
 
+  def test_rl_schedule_counts_rl_steps(self):
+    # Each RL step makes num_iterations x num_minibatches updates; warm-up
+    # and cosine decay are given in RL steps and must span all of them.
+    c = common.tiny_config(**{
+        "optim.schedule": "cosine", "optim.lr": 1e-3,
+        "optim.warmup_steps": 10, "rl.steps": 100,
+        "loss.num_iterations": 2, "loss.num_minibatches": 2})
+    sched = build_lib.build(c).rl_schedule
+    self.assertAlmostEqual(float(sched(40)), 1e-3, places=9)   # warmed up
+    self.assertAlmostEqual(float(sched(20)), 0.5e-3, places=9)  # mid warm-up
+    # Half way through the decay (update 40 + 180): half the peak rate.
+    self.assertAlmostEqual(float(sched(220)), 0.5e-3, places=6)
+    self.assertGreater(float(sched(399)), 0.0)
+    self.assertAlmostEqual(float(sched(400)), 0.0, places=9)
+    # The supervised phase makes one update per step.
+    c = common.tiny_config(**{"optim.schedule": "cosine", "sft.lr": 1e-2,
+                              "sft.warmup_steps": 5, "sft.steps": 50})
+    sft = build_lib.build(c).sft_schedule
+    self.assertAlmostEqual(float(sft(5)), 1e-2, places=9)
+    self.assertAlmostEqual(float(sft(50)), 0.0, places=9)
+    # A phase of zero steps (e.g. SFT only) still builds.
+    build_lib.build(common.tiny_config(**{"optim.schedule": "cosine",
+                                          "rl.steps": 0}))
+
   @parameterized.named_parameters(
       ("mesh_sizes", {"mesh.data": 3}, "config.mesh"),
       ("batch_split", {"rl.prompts_per_step": 12}, "rl.prompts_per_step"),
