@@ -154,13 +154,7 @@ def experiment_config(config) -> ml_collections.ConfigDict:
 
 def make_step(c, exp: build_lib.Experiment) -> Callable:
   """The RL ``train_step`` of an experiment, as the host loop builds it."""
-  return step_lib.make_rl_step(
-      model_cfg=exp.model_cfg, sampler=exp.sampler, verify=exp.verify,
-      adv_tx=exp.adv_tx, adv_requires=exp.adv_requires,
-      adv_input=exp.adv_input, objective=exp.objective,
-      optimizer=exp.rl_optimizer, num_iterations=c.loss.num_iterations,
-      num_minibatches=c.loss.num_minibatches, kl_coef_on=exp.kl_on,
-      entropy_on=exp.entropy_on, context_cfg=c.context)
+  return build_lib.make_rl_step(c, exp)
 
 
 def initial_state(c, exp: build_lib.Experiment) -> TrainState:

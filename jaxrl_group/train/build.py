@@ -162,6 +162,19 @@ def _optimizer(lr, warmup, total, o):
   return opt, sched if callable(sched) else optax.constant_schedule(sched)
 
 
+def make_rl_step(c, exp: Experiment,
+                 batch_constraint: Callable | None = None) -> Callable:
+  """The RL ``train_step`` of a config and its built :class:`Experiment`."""
+  return step_lib.make_rl_step(
+      model_cfg=exp.model_cfg, sampler=exp.sampler, verify=exp.verify,
+      adv_tx=exp.adv_tx, adv_requires=exp.adv_requires,
+      adv_input=exp.adv_input, objective=exp.objective,
+      optimizer=exp.rl_optimizer, num_iterations=c.loss.num_iterations,
+      num_minibatches=c.loss.num_minibatches, kl_coef_on=exp.kl_on,
+      entropy_on=exp.entropy_on, context_cfg=c.context,
+      batch_constraint=batch_constraint)
+
+
 def build(c) -> Experiment:
   """Checks the config and builds the experiment's pieces.
 

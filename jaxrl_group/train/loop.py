@@ -19,6 +19,7 @@ import numpy as np
 from jaxrl_group import advantages
 from jaxrl_group import models
 from jaxrl_group import parallel
+from jaxrl_group.train import build as build_lib
 from jaxrl_group.train import metrics as metrics_lib
 from jaxrl_group.train import step as step_lib
 from jaxrl_group.train.build import build
@@ -245,14 +246,7 @@ def run(c, workdir: str, *, stream=sys.stderr) -> dict[str, Any]:
     summary["sft_steps"] = int(state.step)
   # Phase 2: RL from the SFT policy.
   rl_step = step_lib.with_batches(
-      step_lib.make_rl_step(
-          model_cfg=cfg, sampler=exp.sampler, verify=exp.verify,
-          adv_tx=exp.adv_tx, adv_requires=exp.adv_requires,
-          adv_input=exp.adv_input, objective=exp.objective,
-          optimizer=exp.rl_optimizer, num_iterations=c.loss.num_iterations,
-          num_minibatches=c.loss.num_minibatches, kl_coef_on=exp.kl_on,
-          entropy_on=exp.entropy_on, context_cfg=c.context,
-          batch_constraint=constrain),
+      build_lib.make_rl_step(c, exp, batch_constraint=constrain),
       sample(c.rl.prompts_per_step))
   if rl_resume:
     # The abstract state: shapes from a throwaway init, no compute kept.

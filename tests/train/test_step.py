@@ -27,13 +27,7 @@ def _state(exp, params, optimizer, adv_tx, b, ref=False):
 
 
 def _rl_step(c, exp):
-  return step_lib.make_rl_step(
-      model_cfg=exp.model_cfg, sampler=exp.sampler, verify=exp.verify,
-      adv_tx=exp.adv_tx, adv_requires=exp.adv_requires,
-      adv_input=exp.adv_input, objective=exp.objective,
-      optimizer=exp.rl_optimizer, num_iterations=c.loss.num_iterations,
-      num_minibatches=c.loss.num_minibatches, kl_coef_on=exp.kl_on,
-      entropy_on=exp.entropy_on, context_cfg=c.context)
+  return build_lib.make_rl_step(c, exp)
 
 
 # Estimators with a required option.
