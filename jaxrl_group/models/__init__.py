@@ -5,10 +5,15 @@ from jaxrl_group.models._config import get_model_config
 from jaxrl_group.models._config import ModelConfig
 from jaxrl_group.models._layers import apply_rope
 from jaxrl_group.models._layers import attention
+from jaxrl_group.models._layers import decode_attention
 from jaxrl_group.models._layers import rms_norm
+from jaxrl_group.models._layers import rope_cos_sin
 from jaxrl_group.models._layers import rope_inv_freq
+from jaxrl_group.models._layers import rotate
+from jaxrl_group.models._transformer import decode_params
 from jaxrl_group.models._transformer import decode_step
 from jaxrl_group.models._transformer import DecodeCache
+from jaxrl_group.models._transformer import DecodeParams
 from jaxrl_group.models._transformer import extend
 from jaxrl_group.models._transformer import forward
 from jaxrl_group.models._transformer import init_decode_cache

@@ -15,6 +15,7 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
           "float16": jnp.float16}
 ROPE_SCALINGS = (None, "llama3")
 REMAT_POLICIES = ("none", "matmuls", "full")
+DECODE_LAYERS = ("unrolled", "scan")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +50,15 @@ class ModelConfig:
       each layer's input and recomputes the layer (least memory, about a
       third more compute). ``False`` and ``True`` mean ``"none"`` and
       ``"full"``.
+    decode_layers: how the sampler's decode step runs the layers.
+      ``"unrolled"`` (default) gives each layer its own weight and cache
+      arrays, laid out once per rollout, and unrolls the layers in the
+      step, so no token copies a layer's slice of a stacked array; its
+      compile time grows with depth (the 24-layer ``qwen2.5-0.5b`` sampler
+      compiles in about 5 s on the 2-core CPU, against 2 s scanned).
+      ``"scan"`` keeps them stacked and scans over layers: compile time
+      flat in depth, but XLA's CPU backend copies each layer's weights and
+      cache slice on every token.
     init_std: standard deviation of the random normal init (HF's
       ``initializer_range``).
   """
@@ -72,6 +82,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"
   remat: str = "matmuls"
+  decode_layers: str = "unrolled"
   init_std: float = 0.02
 
   def __post_init__(self):
@@ -80,6 +91,9 @@ class ModelConfig:
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"ModelConfig.remat must be one of {REMAT_POLICIES} "
                        f"(or a bool), got {self.remat!r}.")
+    if self.decode_layers not in DECODE_LAYERS:
+      raise ValueError(f"ModelConfig.decode_layers must be one of "
+                       f"{DECODE_LAYERS}, got {self.decode_layers!r}.")
     for f in ("vocab_size", "d_model", "num_layers", "num_heads",
               "num_kv_heads", "head_dim", "mlp_dim", "max_seq_len"):
       v = getattr(self, f)

@@ -60,21 +60,35 @@ def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
   return inv_freq
 
 
-def apply_rope(x: jax.Array, positions: jax.Array,
-               inv_freq: np.ndarray) -> jax.Array:
-  """Rotates ``x [..., T, N, Dh]`` by its ``positions [..., T]``.
+def rope_cos_sin(positions: jax.Array,
+                 inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+  """``(cos, sin)`` of RoPE angles ``[..., T, 1, Dh]`` for ``positions [..., T]``.
 
-  The half-split ("rotate half") layout of the Hugging Face Qwen2 and Llama
-  checkpoints: dimension i pairs with i + Dh/2.
+  Computed once and shared by queries and keys (and, in a decode step, by
+  every layer).
   """
   inv = jnp.asarray(inv_freq).reshape((1,) * positions.ndim + (-1,))
   freqs = positions.astype(jnp.float32)[..., None] * inv
   emb = jnp.concatenate([freqs, freqs], axis=-1)[..., None, :]
-  cos, sin = jnp.cos(emb), jnp.sin(emb)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def rotate(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """Applies RoPE angles from :func:`rope_cos_sin` to ``x [..., T, N, Dh]``.
+
+  The half-split ("rotate half") layout of the Hugging Face Qwen2 and Llama
+  checkpoints: dimension i pairs with i + Dh/2.
+  """
   x32 = x.astype(jnp.float32)
   half = x.shape[-1] // 2
   rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
   return (x32 * cos + rotated * sin).astype(x.dtype)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array,
+               inv_freq: np.ndarray) -> jax.Array:
+  """Rotates ``x [..., T, N, Dh]`` by its ``positions [..., T]`` (RoPE)."""
+  return rotate(x, *rope_cos_sin(positions, inv_freq))
 
 
 def attention(q_BxGxTxHxDh: jax.Array, k_BxGxKxSxDh: jax.Array,
@@ -128,3 +142,61 @@ def attention(q_BxGxTxHxDh: jax.Array, k_BxGxKxSxDh: jax.Array,
     out = out + jnp.einsum("bgkrtp,bkpd->bgkrtd", p[..., :n_pre],
                            prefix_v_BxKxPxDh)
   return jnp.moveaxis(out, 4, 2).reshape(b, g, t, h, dh)
+
+
+def decode_attention(q_BxGxHxDh: jax.Array, kt_BxGxKxDhxT: jax.Array,
+                     v_BxGxKxTxDh: jax.Array, step: jax.Array, *,
+                     prefix_kt_BxKxDhxP: jax.Array,
+                     prefix_v_BxKxPxDh: jax.Array,
+                     prefix_mask_BxP: jax.Array) -> jax.Array:
+  """One query per sample over the shared prefix and the sample's own tokens.
+
+  The decode step's case of :func:`attention`, with the same result (up to
+  rounding). With one query per sample, every score and output is a vector
+  times a small matrix for each (prompt, sample, head); XLA's CPU backend
+  runs those as thousands of tiny matmuls. Written instead as
+  multiply-and-reduce over keys stored transposed (``Dh`` before the
+  positions: the sum over ``Dh`` then runs vectorised along contiguous
+  positions), they become a few reductions (bench-tiny decode step: about
+  2.8 ms of attention per token before, 1.3 ms after, in profiles). The
+  softmax is normalised after the value sum, so the prefix and own scores
+  are never concatenated.
+
+  Args:
+    q_BxGxHxDh: the queries, already rotated; sample ``[b, g]``'s query
+      sits at its own position ``step``.
+    kt_BxGxKxDhxT: the samples' own keys, transposed; positions
+      ``<= step`` are attended to (later ones must be finite, as the zeros
+      of a fresh cache are: they get weight 0).
+    v_BxGxKxTxDh: their values, likewise.
+    step: the queries' own position (an int32 scalar).
+    prefix_kt_BxKxDhxP: the keys shared by the G samples of a prompt,
+      transposed.
+    prefix_v_BxKxPxDh: their values.
+    prefix_mask_BxP: which prefix keys are real tokens.
+
+  Returns:
+    ``[B, G, H, Dh]`` attention outputs in the queries' dtype.
+  """
+  b, g, h, dh = q_BxGxHxDh.shape
+  kh, t = kt_BxGxKxDhxT.shape[2], kt_BxGxKxDhxT.shape[4]
+  f32 = jnp.float32
+  q = (q_BxGxHxDh.astype(f32) * dh ** -0.5).reshape(b, g, kh, h // kh, dh,
+                                                     1)
+  s_own = jnp.sum(q * kt_BxGxKxDhxT[:, :, :, None].astype(f32), axis=-2)
+  seen = jnp.arange(t, dtype=jnp.int32) <= step
+  s_own = jnp.where(seen.reshape(1, 1, 1, 1, t), s_own, NEG_INF)
+  s_pre = jnp.sum(q * prefix_kt_BxKxDhxP[:, None, :, None].astype(f32),
+                  axis=-2)
+  s_pre = jnp.where(prefix_mask_BxP[:, None, None, None, :], s_pre, NEG_INF)
+  m = jnp.maximum(jnp.max(s_own, axis=-1, keepdims=True),
+                  jnp.max(s_pre, axis=-1, keepdims=True))
+  e_own, e_pre = jnp.exp(s_own - m), jnp.exp(s_pre - m)
+  denom = (jnp.sum(e_own, axis=-1, keepdims=True)
+           + jnp.sum(e_pre, axis=-1, keepdims=True))
+  out = jnp.sum(e_own[..., None] * v_BxGxKxTxDh[:, :, :, None].astype(f32),
+                axis=-2)
+  out = out + jnp.sum(
+      e_pre[..., None] * prefix_v_BxKxPxDh[:, None, :, None].astype(f32),
+      axis=-2)
+  return (out / denom).astype(q_BxGxHxDh.dtype).reshape(b, g, h, dh)

@@ -1,17 +1,23 @@
 """A Qwen2 / Llama decoder: pure functions over a parameter dict, and an NNX module.
 
 The parameters are one nested dict of arrays whose per-layer entries are
-stacked on a leading ``layers`` axis, so every pass is a ``lax.scan`` over
-layers and compile time does not grow with depth. Four entry points share
-one layer body (:func:`jaxrl_group.models.attention` covers them all):
+stacked on a leading ``layers`` axis, so every pass over a sequence is a
+``lax.scan`` over layers and compile time does not grow with depth. Three
+entry points share one layer body (:func:`jaxrl_group.models.attention`
+covers them all):
 
 - :func:`forward`: a plain causal pass over ``[B, S]`` tokens (teacher
   forcing, parity with Hugging Face, SFT);
 - :func:`prefill`: runs each prompt once and returns its keys and values;
 - :func:`extend`: G completions per prompt, all attending to that one
-  prompt cache (the learner's pass over a rollout);
-- :func:`decode_step`: one token for each of the G samples of every prompt,
-  writing into a fixed-size :class:`DecodeCache` (the sampler's step).
+  prompt cache (the learner's pass over a rollout).
+
+The sampler's step, :func:`decode_step`, feeds one token of each of the G
+samples of every prompt. It runs once per generated token, so its weights
+(:func:`decode_params`) and caches (:func:`init_decode_cache`) are laid
+out for it once per rollout, with layers unrolled by default
+(``ModelConfig.decode_layers``), and its attention is
+:func:`jaxrl_group.models.decode_attention`.
 
 :class:`Transformer` is the Flax NNX face of the same parameters: its
 ``nnx.Param`` variables carry logical axis names (``vocab``, ``embed``,
@@ -114,16 +120,6 @@ class PromptCache(NamedTuple):
   v_LxBxKxPxDh: jax.Array
   mask_BxP: jax.Array      # True on real (not left-padding) prompt tokens.
   lengths_B: jax.Array     # int32 prompt lengths; the first new position.
-
-
-class DecodeCache(NamedTuple):
-  """Keys and values of the generated tokens, ``[L, B, G, K, T, Dh]``.
-
-  Head-major like :class:`PromptCache`: a decode step's attention reads a
-  layer's cache as it lies, without a transposed copy.
-  """
-  k_LxBxGxKxTxDh: jax.Array
-  v_LxBxGxKxTxDh: jax.Array
 
 
 def _cast(x, cfg):
@@ -345,65 +341,212 @@ def extend(params: Params, cfg: ModelConfig, cache: PromptCache,
   return x if return_hidden else unembed(params, cfg, x)
 
 
-def init_decode_cache(cfg: ModelConfig, batch: int, group: int,
+class DecodeParams(NamedTuple):
+  """The weights a decode step reads, laid out once per rollout.
+
+  Each layer's q/k/v projections are concatenated into one ``[D, (H + 2K)
+  Dh]`` matrix (one matmul instead of three narrow ones). With
+  ``cfg.decode_layers == "unrolled"``, ``layers`` is a tuple of per-layer
+  dicts: a decode step then reads every layer's weights where they lie,
+  whereas a loop over a stacked ``[L, ...]`` axis copies each layer's slice
+  on every token (on XLA's CPU backend, these copies and those of the
+  caches' slices took about a sixth of a bench-tiny rollout). With
+  ``"scan"`` it is one dict of stacked arrays. Build it with
+  :func:`decode_params`, outside the decode loop.
+  """
+  layers: tuple[dict[str, jax.Array], ...] | dict[str, jax.Array]
+  head: dict[str, jax.Array]   # embed, final_norm (and lm_head if untied)
+
+
+def decode_params(params: Params, cfg: ModelConfig) -> DecodeParams:
+  """Lays out ``params`` for :func:`decode_step` (a copy of the weights).
+
+  Args:
+    params: the parameter dict.
+    cfg: the model's shape; ``cfg.decode_layers`` picks the layout.
+
+  Returns:
+    A :class:`DecodeParams` with, per layer, ``attn_norm``, ``w_qkv``
+    ``[D, (H + 2K) Dh]`` (and ``b_qkv`` with q/k/v biases), ``wo``
+    ``[H Dh, D]``, ``mlp_norm``, ``w_gate``, ``w_up`` and ``w_down``.
+  """
+  lp = params["layers"]
+  l, d = cfg.num_layers, cfg.d_model
+  stacked = {
+      "attn_norm": lp["attn_norm"],
+      "w_qkv": jnp.concatenate(
+          [lp[n].reshape(l, d, -1) for n in ("wq", "wk", "wv")], axis=2),
+      "wo": lp["wo"].reshape(l, -1, d),
+      **{n: lp[n] for n in ("mlp_norm", "w_gate", "w_up", "w_down")},
+  }
+  if cfg.qkv_bias:
+    stacked["b_qkv"] = jnp.concatenate(
+        [lp[n].reshape(l, -1) for n in ("bq", "bk", "bv")], axis=1)
+  head = {k: params[k] for k in ("embed", "final_norm", "lm_head")
+          if k in params}
+  if cfg.decode_layers == "scan":
+    return DecodeParams(stacked, head)
+  return DecodeParams(
+      tuple({k: v[i] for k, v in stacked.items()} for i in range(l)), head)
+
+
+class DecodeCache(NamedTuple):
+  """Everything a decode step attends to.
+
+  The prompt's keys and values are those of the :class:`PromptCache`,
+  shared by the G samples of each prompt (never copied G times); the
+  samples' own keys and values fill ``T = max_len`` slots. Keys are stored
+  transposed (``Dh`` before the positions), the layout
+  :func:`~jaxrl_group.models.decode_attention` reduces over; values are
+  head-major. The per-layer fields hold a tuple of L arrays of the named
+  shape (``cfg.decode_layers == "unrolled"``: a step writes into each in
+  place) or one array with a leading L axis (``"scan"``).
+  """
+  prompt_kt_BxKxDhxP: tuple[jax.Array, ...] | jax.Array
+  prompt_v_BxKxPxDh: tuple[jax.Array, ...] | jax.Array
+  prompt_mask_BxP: jax.Array
+  prompt_lengths_B: jax.Array
+  # RoPE angles of the T generated positions of each prompt's samples,
+  # computed once: inside the step XLA would recompute sin and cos in every
+  # fusion that reads them (per head and per layer).
+  rope_cos_BxTxDh: jax.Array
+  rope_sin_BxTxDh: jax.Array
+  kt_BxGxKxDhxT: tuple[jax.Array, ...] | jax.Array
+  v_BxGxKxTxDh: tuple[jax.Array, ...] | jax.Array
+
+
+def init_decode_cache(cfg: ModelConfig, cache: PromptCache, group: int,
                       max_len: int) -> DecodeCache:
-  """Zeros for ``max_len`` generated tokens of ``batch x group`` samples."""
-  shape = (cfg.num_layers, batch, group, cfg.num_kv_heads, max_len,
-           cfg.head_dim)
-  z = jnp.zeros(shape, cfg.jnp_dtype)
-  return DecodeCache(z, z)
+  """The decode cache of ``group`` samples per prompt of ``cache``.
+
+  Args:
+    cfg: the model's shape; ``cfg.decode_layers`` picks the layout.
+    cache: the prompts' :class:`PromptCache` from :func:`prefill`.
+    group: G, samples per prompt.
+    max_len: T, the most tokens generated per sample.
+
+  Returns:
+    A :class:`DecodeCache` holding the prompt keys (transposed once) and
+    zeros for ``max_len`` generated tokens of each of the ``B x G``
+    samples.
+  """
+  l, b = cfg.num_layers, cache.mask_BxP.shape[0]
+  kv, dh = cfg.num_kv_heads, cfg.head_dim
+  per_layer = (lambda x: x) if cfg.decode_layers == "scan" else tuple
+  positions_BxT = cache.lengths_B[:, None] + jnp.arange(
+      max_len, dtype=jnp.int32)[None]
+  cos, sin = _layers.rope_cos_sin(positions_BxT, _layers.rope_inv_freq(cfg))
+  return DecodeCache(
+      prompt_kt_BxKxDhxP=per_layer(jnp.swapaxes(cache.k_LxBxKxPxDh, -1, -2)),
+      prompt_v_BxKxPxDh=per_layer(cache.v_LxBxKxPxDh),
+      prompt_mask_BxP=cache.mask_BxP, prompt_lengths_B=cache.lengths_B,
+      rope_cos_BxTxDh=cos[:, :, 0], rope_sin_BxTxDh=sin[:, :, 0],
+      kt_BxGxKxDhxT=per_layer(
+          jnp.zeros((l, b, group, kv, dh, max_len), cfg.jnp_dtype)),
+      v_BxGxKxTxDh=per_layer(
+          jnp.zeros((l, b, group, kv, max_len, dh), cfg.jnp_dtype)))
 
 
-def decode_step(params: Params, cfg: ModelConfig, cache: PromptCache,
+def _decode_qkv(w, cfg, x_NxD, cos, sin, b, g):
+  """A layer's rotated q ``[B, G, H, Dh]`` and new k, v ``[B, G, K, Dh]``."""
+  h, k, dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  qkv = _layers.rms_norm(x_NxD, w["attn_norm"], cfg.norm_eps) @ _cast(
+      w["w_qkv"], cfg)
+  if cfg.qkv_bias:
+    qkv = qkv + _cast(w["b_qkv"], cfg).reshape(1, -1)
+  q = _layers.rotate(qkv[:, :h * dh].reshape(b, g, h, dh), cos, sin)
+  new_k = _layers.rotate(qkv[:, h * dh:(h + k) * dh].reshape(b, g, k, dh),
+                         cos, sin)
+  return q, new_k, qkv[:, (h + k) * dh:].reshape(b, g, k, dh)
+
+
+def _write_kv(ckt, cv, new_k, new_v, step, lead=()):
+  """Writes a token's k, v at ``step`` (``lead``: leading layer index)."""
+  ones = (1,) * len(lead)
+  ckt = jax.lax.dynamic_update_slice(
+      ckt, new_k.reshape(ones + new_k.shape + (1,)).astype(ckt.dtype),
+      lead + (0, 0, 0, 0, step))
+  b, g, k, dh = new_v.shape
+  cv = jax.lax.dynamic_update_slice(
+      cv, new_v.reshape(ones + (b, g, k, 1, dh)).astype(cv.dtype),
+      lead + (0, 0, 0, step, 0))
+  return ckt, cv
+
+
+def _decode_rest(w, cfg, x_NxD, attn_BxGxHxDh):
+  """Output projection, residual and SwiGLU MLP of a decode layer."""
+  n = x_NxD.shape[0]
+  rows = x_NxD + attn_BxGxHxDh.reshape(n, -1) @ _cast(w["wo"], cfg)
+  hn = _layers.rms_norm(rows, w["mlp_norm"], cfg.norm_eps)
+  mlp = (jax.nn.silu(hn @ _cast(w["w_gate"], cfg))
+         * (hn @ _cast(w["w_up"], cfg)))
+  return rows + mlp @ _cast(w["w_down"], cfg)
+
+
+def decode_step(dparams: DecodeParams, cfg: ModelConfig,
                 decode_cache: DecodeCache, tokens_BxG: jax.Array,
                 step: jax.Array) -> tuple[jax.Array, DecodeCache]:
   """Feeds token ``step`` of every sample and returns the next-token logits.
 
   Args:
-    params: the parameter dict.
-    cfg: the model's shape.
-    cache: the shared :class:`PromptCache`.
-    decode_cache: the generated tokens' keys and values; entry ``step`` is
-      written.
+    dparams: the weights, from :func:`decode_params`.
+    cfg: the model's shape (its ``decode_layers`` must be the one
+      ``dparams`` and ``decode_cache`` were laid out with).
+    decode_cache: from :func:`init_decode_cache`; the samples' entry
+      ``step`` is written.
     tokens_BxG: the tokens at generated index ``step``.
     step: a scalar int32, 0-based index among the generated tokens.
 
   Returns:
     ``(logits_BxGxV, decode_cache)``.
   """
-  inv_freq = _layers.rope_inv_freq(cfg)
+  scan = cfg.decode_layers == "scan"
+  dc = decode_cache
+  if (isinstance(dparams.layers, tuple) == scan
+      or isinstance(dc.kt_BxGxKxDhxT, tuple) == scan):
+    raise ValueError(
+        f"decode_step: cfg.decode_layers={cfg.decode_layers!r}, but dparams "
+        f"or decode_cache was laid out for the other setting; build both "
+        f"with decode_params / init_decode_cache and this cfg.")
   b, g = tokens_BxG.shape
-  max_len = decode_cache.k_LxBxGxKxTxDh.shape[4]
   step = jnp.asarray(step, jnp.int32)
-  pos = jnp.broadcast_to(cache.lengths_B[:, None] + step, (b, g)).reshape(-1)
-  seen = (jnp.arange(max_len) <= step)[None, None, None]
+  # This step's angles, [B, 1, 1, Dh]: shared by the G samples and heads.
+  cos, sin = (jax.lax.dynamic_index_in_dim(a, step, axis=1, keepdims=False)[
+      :, None, None] for a in (dc.rope_cos_BxTxDh, dc.rope_sin_BxTxDh))
+  x = _embed(dparams.head, cfg, tokens_BxG.reshape(-1))
 
-  # The caches ride in the scan carry and are updated in place, so a step
-  # writes one position instead of copying the whole cache.
-  def body(carry, xs):
-    x, ck, cv = carry
-    lp, pk, pv, layer = xs
-    h = _layers.rms_norm(x, lp["attn_norm"], cfg.norm_eps)
-    q, k, v = _project_qkv(lp, cfg, h, pos, inv_freq)
-    # [B*G, K, Dh] -> [1, B, G, K, 1, Dh]: a reshape, as T = 1.
-    new_shape = (1, b, g, cfg.num_kv_heads, 1, cfg.head_dim)
-    start = (layer, 0, 0, 0, step, 0)
-    ck = jax.lax.dynamic_update_slice(
-        ck, k.reshape(new_shape).astype(ck.dtype), start)
-    cv = jax.lax.dynamic_update_slice(
-        cv, v.reshape(new_shape).astype(cv.dtype), start)
-    out = _layers.attention(q.reshape(b, g, 1, *q.shape[1:]), ck[layer],
-                            cv[layer], seen, prefix_k_BxKxPxDh=pk,
-                            prefix_v_BxKxPxDh=pv,
-                            prefix_mask_BxP=cache.mask_BxP)
-    return (_finish_layer(lp, cfg, x, out.reshape(q.shape)), ck, cv), None
+  def attend(q, ckt, cv, pkt, pv):
+    return _layers.decode_attention(
+        q, ckt, cv, step, prefix_kt_BxKxDhxP=pkt, prefix_v_BxKxPxDh=pv,
+        prefix_mask_BxP=dc.prompt_mask_BxP)
 
-  x = _embed(params, cfg, tokens_BxG.reshape(-1))
-  layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
-  (x, ck, cv), _ = jax.lax.scan(
-      body, (x, decode_cache.k_LxBxGxKxTxDh, decode_cache.v_LxBxGxKxTxDh),
-      (params["layers"], cache.k_LxBxKxPxDh, cache.v_LxBxKxPxDh, layers))
-  return unembed(params, cfg, x.reshape(b, g, -1)), DecodeCache(ck, cv)
+  if scan:
+    # The caches ride in the carry and are written in place at
+    # [layer, ..., step]; reading a layer's slice copies it.
+    def body(carry, xs):
+      x, ckt, cv = carry
+      w, pkt, pv, i = xs
+      q, new_k, new_v = _decode_qkv(w, cfg, x, cos, sin, b, g)
+      ckt, cv = _write_kv(ckt, cv, new_k, new_v, step, lead=(i,))
+      x = _decode_rest(w, cfg, x, attend(q, ckt[i], cv[i], pkt, pv))
+      return (x, ckt, cv), None
+
+    layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+    (x, ks, vs), _ = jax.lax.scan(
+        body, (x, dc.kt_BxGxKxDhxT, dc.v_BxGxKxTxDh),
+        (dparams.layers, dc.prompt_kt_BxKxDhxP, dc.prompt_v_BxKxPxDh,
+         layers))
+  else:
+    ks, vs = list(dc.kt_BxGxKxDhxT), list(dc.v_BxGxKxTxDh)
+    for i, w in enumerate(dparams.layers):
+      q, new_k, new_v = _decode_qkv(w, cfg, x, cos, sin, b, g)
+      ks[i], vs[i] = _write_kv(ks[i], vs[i], new_k, new_v, step)
+      x = _decode_rest(w, cfg, x, attend(q, ks[i], vs[i],
+                                         dc.prompt_kt_BxKxDhxP[i],
+                                         dc.prompt_v_BxKxPxDh[i]))
+    ks, vs = tuple(ks), tuple(vs)
+  logits = unembed(dparams.head, cfg, x.reshape(b, g, -1))
+  return logits, dc._replace(kt_BxGxKxDhxT=ks, v_BxGxKxTxDh=vs)
 
 
 class _Params(nnx.Module):

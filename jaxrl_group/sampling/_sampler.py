@@ -165,24 +165,26 @@ def sample(params: models.Params, cfg: ModelConfig, prompts_BxP: jax.Array,
   g, t_max = group_size, max_new_tokens
   lengths = jnp.asarray(prompt_lengths_B, jnp.int32)
 
+  # Weights laid out for decoding once per rollout, not once per token.
+  dparams = models.decode_params(params, cfg)
   if share_prefill:
     logits_BxV, cache = models.prefill(params, cfg, prompts_BxP, lengths)
     first_BxGxV = jnp.broadcast_to(logits_BxV[:, None], (b, g,
                                                          cfg.vocab_size))
-    decode_cache = models.init_decode_cache(cfg, b, g, t_max)
+    decode_cache = models.init_decode_cache(cfg, cache, g, t_max)
 
     def decode(dcache, tokens_BxG, step):
-      return models.decode_step(params, cfg, cache, dcache, tokens_BxG, step)
+      return models.decode_step(dparams, cfg, dcache, tokens_BxG, step)
   else:
     rep = jnp.repeat(prompts_BxP, g, axis=0)
     logits_NxV, cache = models.prefill(params, cfg, rep,
                                        jnp.repeat(lengths, g, axis=0))
     first_BxGxV = logits_NxV.reshape(b, g, cfg.vocab_size)
-    decode_cache = models.init_decode_cache(cfg, b * g, 1, t_max)
+    decode_cache = models.init_decode_cache(cfg, cache, 1, t_max)
 
     def decode(dcache, tokens_BxG, step):
       logits, dcache = models.decode_step(
-          params, cfg, cache, dcache, tokens_BxG.reshape(b * g, 1), step)
+          dparams, cfg, dcache, tokens_BxG.reshape(b * g, 1), step)
       return logits.reshape(b, g, cfg.vocab_size), dcache
 
   eos = jnp.asarray(eos_ids, jnp.int32)

@@ -157,14 +157,68 @@ class CachedPassesTest(absltest.TestCase):
 
   def test_decode_steps_equal_extend(self):
     _, cache = prefill(self.params, CFG, self.prompts, self.lengths)
-    dc = M.init_decode_cache(CFG, 3, 2, 5)
-    step_fn = jax.jit(lambda p, c, d, x, s: M.decode_step(p, CFG, c, d, x, s))
-    for step in range(5):
-      logits, dc = step_fn(self.params, cache, dc, self.tokens[:, :, step],
-                           step)
-      np.testing.assert_allclose(logits, self.full[:, :, 6 + step],
-                                 atol=1e-5, err_msg=f"step {step}")
-    self.assertEqual(dc.k_LxBxGxKxTxDh.shape, (2, 3, 2, 2, 5, 8))
+    for layout in ("unrolled", "scan"):
+      cfg = CFG.replace(decode_layers=layout)
+      dp = M.decode_params(self.params, cfg)
+      dc = M.init_decode_cache(cfg, cache, 2, 5)
+      step_fn = jax.jit(lambda d, c, x, s, cfg=cfg: M.decode_step(
+          d, cfg, c, x, s))
+      for step in range(5):
+        logits, dc = step_fn(dp, dc, self.tokens[:, :, step], step)
+        np.testing.assert_allclose(logits, self.full[:, :, 6 + step],
+                                   atol=1e-5, err_msg=f"{layout} {step}")
+      # The caches hold the rotated keys (transposed) and the values of the
+      # 5 fed tokens, as the teacher-forced pass computes them.
+      kt = dc.kt_BxGxKxDhxT
+      kt = np.stack(kt) if layout == "unrolled" else np.asarray(kt)
+      self.assertEqual(kt.shape, (2, 3, 2, 2, 8, 5))
+      self.assertFalse(np.any(np.all(kt == 0, axis=-2)), "unwritten slot")
+
+  def test_decode_layouts_agree_and_mismatch_raises(self):
+    _, cache = prefill(self.params, CFG, self.prompts, self.lengths)
+    scan_cfg = CFG.replace(decode_layers="scan")
+    out = {}
+    for cfg in (CFG, scan_cfg):
+      dp = M.decode_params(self.params, cfg)
+      dc = M.init_decode_cache(cfg, cache, 2, 5)
+      out[cfg.decode_layers] = jax.jit(
+          lambda d, c, cfg=cfg: M.decode_step(
+              d, cfg, c, self.tokens[:, :, 0], 0))(dp, dc)
+    np.testing.assert_allclose(out["unrolled"][0], out["scan"][0],
+                               atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+                 list(out["unrolled"][1].kt_BxGxKxDhxT),
+                 list(out["scan"][1].kt_BxGxKxDhxT))
+    with self.assertRaisesRegex(ValueError, "decode_layers='scan'"):
+      M.decode_step(M.decode_params(self.params, CFG), scan_cfg,
+                    M.init_decode_cache(scan_cfg, cache, 2, 5),
+                    self.tokens[:, :, 0], 0)
+    with self.assertRaisesRegex(ValueError, "decode_layers must be one of"):
+      CFG.replace(decode_layers="loop")
+
+  def test_decode_attention_equals_attention(self):
+    # One query per sample at own position `step`, against the general
+    # attention with the same keys (head-major, not transposed).
+    rng = np.random.RandomState(3)
+    b, g, h, k, t, p, dh, step = 2, 3, 4, 2, 6, 5, 8, 3
+    q = rng.randn(b, g, 1, h, dh).astype(np.float32)
+    own_k = rng.randn(b, g, k, t, dh).astype(np.float32)
+    own_v = rng.randn(b, g, k, t, dh).astype(np.float32)
+    pre_k = rng.randn(b, k, p, dh).astype(np.float32)
+    pre_v = rng.randn(b, k, p, dh).astype(np.float32)
+    pmask = np.arange(p)[None] >= np.array([[2], [0]])
+    want = _layers.attention(
+        q, own_k, own_v, (np.arange(t) <= step)[None, None, None],
+        prefix_k_BxKxPxDh=pre_k, prefix_v_BxKxPxDh=pre_v,
+        prefix_mask_BxP=pmask)[:, :, 0]
+    # Positions after `step` hold (finite) values that must not be read.
+    own_k[..., step + 1:, :] = 1e3
+    own_v[..., step + 1:, :] = 1e6
+    got = M.decode_attention(
+        q[:, :, 0], np.swapaxes(own_k, -1, -2), own_v, jnp.int32(step),
+        prefix_kt_BxKxDhxP=np.swapaxes(pre_k, -1, -2),
+        prefix_v_BxKxPxDh=pre_v, prefix_mask_BxP=pmask)
+    np.testing.assert_allclose(got, want, atol=1e-5)
 
   def test_default_positions_skip_left_padding(self):
     # Left padding must not shift positions: a padded sequence gives the

@@ -134,6 +134,17 @@ def test_shared_prefill_equals_repeated_prompts():
                              **TOL)
 
 
+def test_scanned_decode_layers_equal_unrolled():
+  scan_cfg = CFG.replace(decode_layers="scan")
+  scanned = jax.tree.map(np.asarray, sampling.make_sampler(
+      scan_cfg, group_size=G, max_new_tokens=T, eos_ids=EOS)(
+          params(), *prompts(), jax.random.key(1), **KNOBS))
+  unrolled = rollout()
+  np.testing.assert_array_equal(scanned.tokens_BxGxT, unrolled.tokens_BxGxT)
+  np.testing.assert_array_equal(scanned.mask_BxGxT, unrolled.mask_BxGxT)
+  np.testing.assert_allclose(scanned.logp_BxGxT, unrolled.logp_BxGxT, **TOL)
+
+
 def test_samples_of_a_group_differ_and_keys_matter():
   r, other = rollout(), rollout(seed=2)
   # G independent samples per prompt, not one sample copied G times.
