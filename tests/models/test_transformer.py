@@ -167,12 +167,36 @@ class CachedPassesTest(absltest.TestCase):
         logits, dc = step_fn(dp, dc, self.tokens[:, :, step], step)
         np.testing.assert_allclose(logits, self.full[:, :, 6 + step],
                                    atol=1e-5, err_msg=f"{layout} {step}")
-      # The caches hold the rotated keys (transposed) and the values of the
-      # 5 fed tokens, as the teacher-forced pass computes them.
+      # Transposed keys, one slot per fed token, each written (the logits
+      # above check what the slots hold).
       kt = dc.kt_BxGxKxDhxT
       kt = np.stack(kt) if layout == "unrolled" else np.asarray(kt)
       self.assertEqual(kt.shape, (2, 3, 2, 2, 8, 5))
       self.assertFalse(np.any(np.all(kt == 0, axis=-2)), "unwritten slot")
+
+  def test_bfloat16_decode_close_to_float32(self):
+    bf16 = CFG.replace(dtype="bfloat16", param_dtype="bfloat16")
+    bf16_params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), self.params)
+
+    @jax.jit
+    def three_steps(params):
+      _, cache = M.prefill(params, bf16, self.prompts, self.lengths)
+      dp, dc = M.decode_params(params, bf16), M.init_decode_cache(
+          bf16, cache, 2, 5)
+      out = []
+      for step in range(3):
+        logits, dc = M.decode_step(dp, bf16, dc, self.tokens[:, :, step],
+                                   step)
+        out.append(logits)
+      return jnp.stack(out, axis=2), dc.kt_BxGxKxDhxT[0]
+
+    got, cache = three_steps(bf16_params)
+    self.assertEqual(got.dtype, jnp.float32)
+    self.assertEqual(cache.dtype, jnp.bfloat16)
+    want = self.full[:, :, 6:9]
+    err = np.abs(np.asarray(got) - want).max()
+    self.assertLess(err, 0.05 * np.abs(want).max())
+    self.assertGreater(err, 0.0)   # bf16 really was used
 
   def test_decode_layouts_agree_and_mismatch_raises(self):
     _, cache = prefill(self.params, CFG, self.prompts, self.lengths)
