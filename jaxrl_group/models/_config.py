@@ -55,7 +55,7 @@ class ModelConfig:
       arrays, laid out once per rollout, and unrolls the layers in the
       step, so no token copies a layer's slice of a stacked array; its
       compile time grows with depth (the 24-layer ``qwen2.5-0.5b`` sampler
-      compiles in about 5 s on the 2-core CPU, against 2 s scanned).
+      compiles in 4-5 s on the 2-core CPU, against 2.3 s scanned).
       ``"scan"`` keeps them stacked and scans over layers: compile time
       flat in depth, but XLA's CPU backend copies each layer's weights and
       cache slice on every token.
