@@ -473,16 +473,6 @@ def _write_kv(ckt, cv, new_k, new_v, step, lead=()):
   return ckt, cv
 
 
-def _decode_rest(w, cfg, x_NxD, attn_BxGxHxDh):
-  """Output projection, residual and SwiGLU MLP of a decode layer."""
-  n = x_NxD.shape[0]
-  rows = x_NxD + attn_BxGxHxDh.reshape(n, -1) @ _cast(w["wo"], cfg)
-  hn = _layers.rms_norm(rows, w["mlp_norm"], cfg.norm_eps)
-  mlp = (jax.nn.silu(hn @ _cast(w["w_gate"], cfg))
-         * (hn @ _cast(w["w_up"], cfg)))
-  return rows + mlp @ _cast(w["w_down"], cfg)
-
-
 def decode_step(dparams: DecodeParams, cfg: ModelConfig,
                 decode_cache: DecodeCache, tokens_BxG: jax.Array,
                 step: jax.Array) -> tuple[jax.Array, DecodeCache]:
@@ -528,7 +518,7 @@ def decode_step(dparams: DecodeParams, cfg: ModelConfig,
       w, pkt, pv, i = xs
       q, new_k, new_v = _decode_qkv(w, cfg, x, cos, sin, b, g)
       ckt, cv = _write_kv(ckt, cv, new_k, new_v, step, lead=(i,))
-      x = _decode_rest(w, cfg, x, attend(q, ckt[i], cv[i], pkt, pv))
+      x = _finish_layer(w, cfg, x, attend(q, ckt[i], cv[i], pkt, pv))
       return (x, ckt, cv), None
 
     layers = jnp.arange(cfg.num_layers, dtype=jnp.int32)
@@ -541,9 +531,9 @@ def decode_step(dparams: DecodeParams, cfg: ModelConfig,
     for i, w in enumerate(dparams.layers):
       q, new_k, new_v = _decode_qkv(w, cfg, x, cos, sin, b, g)
       ks[i], vs[i] = _write_kv(ks[i], vs[i], new_k, new_v, step)
-      x = _decode_rest(w, cfg, x, attend(q, ks[i], vs[i],
-                                         dc.prompt_kt_BxKxDhxP[i],
-                                         dc.prompt_v_BxKxPxDh[i]))
+      x = _finish_layer(w, cfg, x, attend(q, ks[i], vs[i],
+                                          dc.prompt_kt_BxKxDhxP[i],
+                                          dc.prompt_v_BxKxPxDh[i]))
     ks, vs = tuple(ks), tuple(vs)
   logits = unembed(dparams.head, cfg, x.reshape(b, g, -1))
   return logits, dc._replace(kt_BxGxKxDhxT=ks, v_BxGxKxTxDh=vs)
