@@ -152,15 +152,20 @@ def decode_attention(q_BxGxHxDh: jax.Array, kt_BxGxKxDhxT: jax.Array,
   """One query per sample over the shared prefix and the sample's own tokens.
 
   The decode step's case of :func:`attention`, with the same result (up to
-  rounding). With one query per sample, every score and output is a vector
-  times a small matrix for each (prompt, sample, head); XLA's CPU backend
-  runs those as thousands of tiny matmuls. Written instead as
+  rounding). With one query per sample, every own-key score and output is a
+  vector times a small matrix for each (prompt, sample, head); XLA's CPU
+  backend runs those as thousands of tiny matmuls. Written instead as
   multiply-and-reduce over keys stored transposed (``Dh`` before the
   positions: the sum over ``Dh`` then runs vectorised along contiguous
   positions), they become a few reductions (bench-tiny decode step: about
   2.8 ms of attention per token before, 1.3 ms after, in profiles). The
-  softmax is normalised after the value sum, so the prefix and own scores
-  are never concatenated.
+  prefix is shared by the G samples of a prompt, so its scores and outputs
+  are real matmuls, one per (prompt, key/value head), whose rows are the
+  ``G * H / K`` queries that read it: as a multiply-and-reduce, the
+  prefix's broadcast over G was materialised on every layer and token (and
+  when ``P == T`` XLA merged it with the own keys' broadcast, doubling the
+  step's time; P = T = 64: 5x). The softmax is normalised after the value
+  sum, so the prefix and own scores are never concatenated.
 
   Args:
     q_BxGxHxDh: the queries, already rotated; sample ``[b, g]``'s query
@@ -180,23 +185,32 @@ def decode_attention(q_BxGxHxDh: jax.Array, kt_BxGxKxDhxT: jax.Array,
   """
   b, g, h, dh = q_BxGxHxDh.shape
   kh, t = kt_BxGxKxDhxT.shape[2], kt_BxGxKxDhxT.shape[4]
+  r = h // kh
   f32 = jnp.float32
-  q = (q_BxGxHxDh.astype(f32) * dh ** -0.5).reshape(b, g, kh, h // kh, dh,
-                                                     1)
+  q = (q_BxGxHxDh.astype(f32) * dh ** -0.5).reshape(b, g, kh, r, dh, 1)
   s_own = jnp.sum(q * kt_BxGxKxDhxT[:, :, :, None].astype(f32), axis=-2)
   seen = jnp.arange(t, dtype=jnp.int32) <= step
   s_own = jnp.where(seen.reshape(1, 1, 1, 1, t), s_own, NEG_INF)
-  s_pre = jnp.sum(q * prefix_kt_BxKxDhxP[:, None, :, None].astype(f32),
-                  axis=-2)
-  s_pre = jnp.where(prefix_mask_BxP[:, None, None, None, :], s_pre, NEG_INF)
+  # The prefix's queries grouped by (prompt, kv head): [B, K, G * r, Dh].
+  q_pre = jnp.transpose(q[..., 0], (0, 2, 1, 3, 4)).reshape(b, kh, g * r, dh)
+  s_pre = jnp.einsum("bkqd,bkdp->bkqp", q_pre,
+                     prefix_kt_BxKxDhxP.astype(f32))
+  s_pre = jnp.where(prefix_mask_BxP[:, None, None, :], s_pre, NEG_INF)
+
+  def own_order(x_BxKxGR):  # [B, K, G * r] -> [B, G, K, r, 1]
+    return jnp.transpose(x_BxKxGR.reshape(b, kh, g, r), (0, 2, 1, 3))[
+        ..., None]
+
   m = jnp.maximum(jnp.max(s_own, axis=-1, keepdims=True),
-                  jnp.max(s_pre, axis=-1, keepdims=True))
-  e_own, e_pre = jnp.exp(s_own - m), jnp.exp(s_pre - m)
+                  own_order(jnp.max(s_pre, axis=-1)))
+  e_own = jnp.exp(s_own - m)
+  e_pre = jnp.exp(s_pre - jnp.transpose(m[..., 0], (0, 2, 1, 3)).reshape(
+      b, kh, g * r, 1))
   denom = (jnp.sum(e_own, axis=-1, keepdims=True)
-           + jnp.sum(e_pre, axis=-1, keepdims=True))
+           + own_order(jnp.sum(e_pre, axis=-1)))
   out = jnp.sum(e_own[..., None] * v_BxGxKxTxDh[:, :, :, None].astype(f32),
                 axis=-2)
-  out = out + jnp.sum(
-      e_pre[..., None] * prefix_v_BxKxPxDh[:, None, :, None].astype(f32),
-      axis=-2)
+  out_pre = jnp.einsum("bkqp,bkpd->bkqd", e_pre,
+                       prefix_v_BxKxPxDh.astype(f32))
+  out = out + jnp.transpose(out_pre.reshape(b, kh, g, r, dh), (0, 2, 1, 3, 4))
   return (out / denom).astype(q_BxGxHxDh.dtype).reshape(b, g, h, dh)

@@ -222,27 +222,32 @@ class CachedPassesTest(absltest.TestCase):
 
   def test_decode_attention_equals_attention(self):
     # One query per sample at own position `step`, against the general
-    # attention with the same keys (head-major, not transposed).
-    rng = np.random.RandomState(3)
-    b, g, h, k, t, p, dh, step = 2, 3, 4, 2, 6, 5, 8, 3
-    q = rng.randn(b, g, 1, h, dh).astype(np.float32)
-    own_k = rng.randn(b, g, k, t, dh).astype(np.float32)
-    own_v = rng.randn(b, g, k, t, dh).astype(np.float32)
-    pre_k = rng.randn(b, k, p, dh).astype(np.float32)
-    pre_v = rng.randn(b, k, p, dh).astype(np.float32)
-    pmask = np.arange(p)[None] >= np.array([[2], [0]])
-    want = _layers.attention(
-        q, own_k, own_v, (np.arange(t) <= step)[None, None, None],
-        prefix_k_BxKxPxDh=pre_k, prefix_v_BxKxPxDh=pre_v,
-        prefix_mask_BxP=pmask)[:, :, 0]
-    # Positions after `step` hold (finite) values that must not be read.
-    own_k[..., step + 1:, :] = 1e3
-    own_v[..., step + 1:, :] = 1e6
-    got = M.decode_attention(
-        q[:, :, 0], np.swapaxes(own_k, -1, -2), own_v, jnp.int32(step),
-        prefix_kt_BxKxDhxP=np.swapaxes(pre_k, -1, -2),
-        prefix_v_BxKxPxDh=pre_v, prefix_mask_BxP=pmask)
-    np.testing.assert_allclose(got, want, atol=1e-5)
+    # attention with the same keys (head-major, not transposed). Cases:
+    # grouped queries (H = 2K), one query per kv head, and a prefix as long
+    # as the own slots (P == T, shapes XLA could mistake for one another).
+    for b, g, h, k, t, p, dh, step in ((2, 3, 4, 2, 6, 5, 8, 3),
+                                       (2, 3, 2, 2, 5, 5, 8, 4),
+                                       (1, 4, 6, 2, 4, 4, 8, 0)):
+      with self.subTest(h=h, k=k, t=t, p=p, step=step):
+        rng = np.random.RandomState(3)
+        q = rng.randn(b, g, 1, h, dh).astype(np.float32)
+        own_k = rng.randn(b, g, k, t, dh).astype(np.float32)
+        own_v = rng.randn(b, g, k, t, dh).astype(np.float32)
+        pre_k = rng.randn(b, k, p, dh).astype(np.float32)
+        pre_v = rng.randn(b, k, p, dh).astype(np.float32)
+        pmask = np.arange(p)[None] >= np.array([[2], [0]])[:b]
+        want = _layers.attention(
+            q, own_k, own_v, (np.arange(t) <= step)[None, None, None],
+            prefix_k_BxKxPxDh=pre_k, prefix_v_BxKxPxDh=pre_v,
+            prefix_mask_BxP=pmask)[:, :, 0]
+        # Positions after `step` hold (finite) values that must not be read.
+        own_k[..., step + 1:, :] = 1e3
+        own_v[..., step + 1:, :] = 1e6
+        got = jax.jit(M.decode_attention)(
+            q[:, :, 0], np.swapaxes(own_k, -1, -2), own_v, jnp.int32(step),
+            prefix_kt_BxKxDhxP=np.swapaxes(pre_k, -1, -2),
+            prefix_v_BxKxPxDh=pre_v, prefix_mask_BxP=pmask)
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
   def test_default_positions_skip_left_padding(self):
     # Left padding must not shift positions: a padded sequence gives the
