@@ -201,11 +201,13 @@ def decode_attention(q_BxGxHxDh: jax.Array, kt_BxGxKxDhxT: jax.Array,
     return jnp.transpose(x_BxKxGR.reshape(b, kh, g, r), (0, 2, 1, 3))[
         ..., None]
 
+  def prefix_order(x_BxGxKxRx1):  # the inverse
+    return jnp.transpose(x_BxGxKxRx1[..., 0], (0, 2, 1, 3)).reshape(
+        b, kh, g * r, 1)
+
   m = jnp.maximum(jnp.max(s_own, axis=-1, keepdims=True),
                   own_order(jnp.max(s_pre, axis=-1)))
-  e_own = jnp.exp(s_own - m)
-  e_pre = jnp.exp(s_pre - jnp.transpose(m[..., 0], (0, 2, 1, 3)).reshape(
-      b, kh, g * r, 1))
+  e_own, e_pre = jnp.exp(s_own - m), jnp.exp(s_pre - prefix_order(m))
   denom = (jnp.sum(e_own, axis=-1, keepdims=True)
            + own_order(jnp.sum(e_pre, axis=-1)))
   out = jnp.sum(e_own[..., None] * v_BxGxKxTxDh[:, :, :, None].astype(f32),
